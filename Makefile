@@ -1,0 +1,33 @@
+# Two commands do all set-up on a fresh machine (see README):
+#   make demo   create .venv, install, generate the sample dataset, run all six notebooks on it
+#   make test   create .venv, install, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-fast notebooks clean-outputs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m ffdv_utils demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not notebooks"
+
+notebooks: $(STAMP)
+	$(PY) tools/build_notebooks.py
+
+clean-outputs:
+	rm -rf outputs/*/ 

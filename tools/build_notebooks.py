@@ -1,0 +1,288 @@
+"""Writes notebooks/*.ipynb (without outputs, with the ``parameters`` tag) and params/NN_*.yaml from one source.
+
+The notebooks stay thin: a parameters cell, calls into ffdv_utils, plots and short prose. Editing a notebook in
+Jupyter is fine too; run this again only to regenerate them from scratch:
+
+    python tools/build_notebooks.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import nbformat
+import yaml
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+
+COMMON = {"run_name": "default", "data_root": None}
+FEATURES = {"mel_preset": "default", "image_size": 256, "feature_workers": None, "face_frames": 8,
+            "face_size": 112, "face_detector": "haar"}
+TEST = {"test_dir": "testset", "test_template": None}
+
+
+def train_params() -> dict:
+    sys.path.insert(0, str(ROOT))
+    from ffdv_utils.train import TRAIN_DEFAULTS
+
+    p = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in COMMON}
+    p.update({"visual_model": None, "aggregate": "attention", "topk": 3, "branch_loss": 0.3, "dropout": 0.0})
+    return p
+
+
+def literal(v) -> str:
+    return repr(v)
+
+
+def params_cell(groups: list[tuple[str, dict]]) -> str:
+    lines = []
+    for comment, d in groups:
+        lines.append(f"# {comment}")
+        lines.extend(f"{k} = {literal(v)}" for k, v in d.items())
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+SETUP = """params = config.collect_params(globals())  # exactly the parameters above (and papermill's injected ones)
+run = config.start_run(params, NOTEBOOK)
+print(f"run folder: {run.dir}")"""
+
+
+def notebook(name: str, title: str, intro: str, groups: list[tuple[str, dict]], imports: str,
+             cells: list[tuple[str, str]]) -> tuple[nbformat.NotebookNode, dict]:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells.append(new_markdown_cell(f"# {title}\n\n{intro}"))
+    nb.cells.append(new_code_cell(f'{imports}\n\nNOTEBOOK = "{name}"'))
+    pc = new_code_cell(params_cell(groups))
+    pc.metadata["tags"] = ["parameters"]
+    nb.cells.append(pc)
+    nb.cells.append(new_code_cell(SETUP))
+    for kind, src in cells:
+        nb.cells.append(new_markdown_cell(src) if kind == "md" else new_code_cell(src.strip("\n")))
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"{name.replace('_', '-')}-{i:02d}"
+    defaults = {}
+    for _, d in groups:
+        defaults.update(d)
+    return nb, defaults
+
+
+def eda():
+    return notebook(
+        "01_eda", "01 · Exploratory data analysis",
+        "Counts, label balance, media properties, example frames and mel images, and a **shortcut audit**: how well "
+        "each metadata field alone predicts the label. A field far from AUC 0.5 is something a model can learn "
+        "instead of the manipulation, and will not carry over to a test set made differently.",
+        [("run", COMMON), ("exploration", {"mel_preset": "default", "probe_workers": None, "max_clips": None,
+                                           "n_examples": 4, "seed": 0})],
+        "import pandas as pd\n\nfrom ffdv_utils import config, data, features, plots",
+        [("md", "## Labels"),
+         ("code", """
+labels = data.subsample(data.labelled_frame(data_root), max_clips, seed=seed)
+print(run.data_root)
+labels.groupby(["split", "target"]).size().unstack(fill_value=0).rename(columns={0: "real", 1: "fake"})
+"""),
+         ("code", 'plots.label_balance(labels, run.path("figures", "label_balance.png"));'),
+         ("md", "## Media index\nProbed in parallel and cached in the run folder (`media_index.csv`)."),
+         ("code", """
+index = data.media_index(labels, cache=run.path("media_index.csv"), workers=probe_workers)
+index = index.merge(labels[["video_name", "split", "target"]], on="video_name")
+index["leading_silence"] = data.leading_silence_column(index.path, workers=probe_workers)
+print(f"{len(index)} clips, {int((index.error != '').sum())} unreadable, {int((~index.has_audio.astype(bool)).sum())} without audio")
+index.groupby("target")[["duration", "fps", "width", "height", "sample_rate", "channels", "size_bytes", "leading_silence"]].describe().T.round(2)
+"""),
+         ("code", 'pd.crosstab(index.sample_rate, index.target.map({0: "real", 1: "fake"}), margins=True)'),
+         ("code", 'plots.metadata_hists(index, ("duration", "fps", "width", "sample_rate", "size_bytes", "leading_silence"), run.path("figures", "metadata.png"));'),
+         ("md", "## Shortcut audit\nAUC of each field alone (best direction). Red bars (>= 0.7) deserve a look before "
+                "trusting any validation score."),
+         ("code", """
+audit = data.shortcut_audit(index)
+audit.to_csv(run.path("shortcut_audit.csv"), index=False)
+plots.shortcut_audit(audit, run.path("figures", "shortcut_audit.png"))
+audit.round(3)
+"""),
+         ("md", "## Real vs fake: frames and mel images"),
+         ("code", """
+examples = data.pick_examples(labels, n_examples, seed=seed)
+plots.clip_examples(examples, features.mel_params({"mel_preset": mel_preset}), run.path("figures", "examples.png"));
+"""),
+         ])
+
+
+def feats():
+    return notebook(
+        "02_features", "02 · Features: mel spectrograms (and face crops) into the cache",
+        "Decodes every clip once (PyAV, no temporary wav) and caches uint8 features keyed by the parameters that "
+        "made them. Re-running with the same parameters costs a lookup; a killed run resumes where it stopped. "
+        "Clips without audio get a zero image and `has_audio = 0`; clips that cannot be decoded are listed in "
+        "`extraction_errors.csv` and the run goes on.",
+        [("run", COMMON), ("features", FEATURES), ("what to extract", {"inputs": ["mel"], "splits":
+                                                                        ["train", "val", "test"]}),
+         ("test clips", TEST), ("display", {"n_show": 8})],
+        "import pandas as pd\n\nfrom ffdv_utils import config, data, datasets, plots",
+        [("code", """
+clips = data.clips_for_splits(data_root, splits, test_dir=test_dir, test_template=test_template)
+clips = clips[clips.exists]
+print(clips.groupby("split").size().to_string())
+feats = datasets.clip_features(params, clips, inputs, errors_csv=run.path("extraction_errors.csv"))
+report = datasets.extraction_report(params, clips, inputs)
+config.write_json(run.path("features.json"), report)
+pd.DataFrame(report["status"]).fillna(0).astype(int)
+"""),
+         ("md", "Mel images as the model sees them (resized to `image_size`):"),
+         ("code", """
+show = clips.groupby("split").head(max(1, n_show // 3)).head(n_show)
+rows = [list(clips.video_name).index(n) for n in show.video_name]
+if "mels" in feats:
+    plots.image_grid([feats["mels"][i] for i in rows], [f"{s} · {n[:10]}" for s, n in zip(show.split, show.video_name)],
+                     path=run.path("figures", "mels.png"));
+"""),
+         ("code", """
+if "faces" in feats:
+    plots.image_grid([feats["faces"].get(n)[0] for n in show.video_name], list(show.video_name),
+                     path=run.path("figures", "faces.png"));
+"""),
+         ])
+
+
+def train_nb():
+    return notebook(
+        "03_train", "03 · Train",
+        "The default parameters are the public baseline's recipe: timm `resnet18` on mel images, Adam 3e-3, "
+        "StepLR(4, 0.85), 10 epochs, batch 40, random flips. The checkpoint kept is the one with the best "
+        "**validation AUC** (the competition metric), not accuracy. `model_type` switches between `audio`, `visual`, "
+        "`fusion` and `marle`.\n\n"
+        "Several GPUs (Kaggle 2x T4): in a cell, `!torchrun --nproc_per_node=2 -m ffdv_utils.train -f "
+        "params/03_train.yaml --run NAME --data-root DIR` runs one process per GPU with DDP; rank 0 writes the "
+        "checkpoints, the same folder layout as here.",
+        [("run", COMMON), ("features", FEATURES), ("training", train_params())],
+        "import pandas as pd\n\nfrom ffdv_utils import config, plots, train",
+        [("code", """
+result = train.fit(params, run)
+pd.Series(result).to_frame("value")
+"""),
+         ("md", "## Curves"),
+         ("code", """
+history = pd.read_csv(run.path("history.csv"))
+plots.training_curves(history, run.path("figures", "training_curves.png"));
+"""),
+         ("md", "## Validation ROC (log FPR: the tie-break metric lives at FPR = 1e-3) and score distributions"),
+         ("code", """
+val = pd.read_csv(run.path("val_predictions.csv"))
+plots.roc({model: (val.target, val.score)}, run.path("figures", "val_roc.png"))
+plots.score_hist(val.target, val.score, run.path("figures", "val_scores.png"));
+"""),
+         ])
+
+
+def augment_nb():
+    return notebook(
+        "04_augment", "04 · Augmentation: presets, MixUp and CutMix",
+        "Shows what each augmentation preset does to a batch of mel images, then trains one short run per variant "
+        "from this run's `03_train` parameters and compares validation AUC. Each variant is a run folder "
+        "`outputs/<run>-<variant>`.",
+        [("run", COMMON), ("variants", {"variants": [{"name": "none", "augment": "none"},
+                                                     {"name": "baseline", "augment": "baseline"},
+                                                     {"name": "spec", "augment": "spec"},
+                                                     {"name": "spec_mixup", "augment": "spec", "mixup_alpha": 0.4},
+                                                     {"name": "spec_cutmix", "augment": "spec", "cutmix_alpha": 1.0}],
+                                        "epochs": 5, "n_show": 4, "seed": 0})],
+        "import pandas as pd\n\nfrom ffdv_utils import augment, compare, config, plots",
+        [("code", """
+base = compare.base_train_params(run_name, data_root)
+base.update(epochs=epochs, seed=seed)
+batch = augment.example_batch(base, n_show)
+plots.augment_examples(batch, ["none", "baseline", "spec", "strong"], run.path("figures", "augment_presets.png"));
+"""),
+         ("code", """
+rows = [compare.train_variant(base, v) for v in variants]
+board = compare.leaderboard_frame(rows)
+compare.save_leaderboard(board, run.dir, "augment_leaderboard.csv")
+plots.leaderboard(board, path=run.path("figures", "augment_leaderboard.png"))
+board[[c for c in ("name", "augment", "mixup_alpha", "cutmix_alpha", "val_auc", "val_tpr@fpr=1e-2", "val_log_loss", "train_time_s") if c in board]].round(4)
+"""),
+         ])
+
+
+def compare_nb():
+    return notebook(
+        "05_compare", "05 · Model comparison",
+        "Runs the training notebook (`03_train`) through papermill once per candidate, from this run's training "
+        "parameters plus each candidate's overrides, and ranks them. Models over the competition's 200M-parameter "
+        "cap are flagged and not trained.",
+        [("run", COMMON), ("candidates", {"candidates": [{"name": "resnet18", "model": "resnet18"},
+                                                         {"name": "efficientnet_b0", "model": "efficientnet_b0"},
+                                                         {"name": "mobilenetv3_large_100",
+                                                          "model": "mobilenetv3_large_100"}],
+                                          "shared": {}})],
+        "import pandas as pd\n\nfrom ffdv_utils import compare, config, plots",
+        [("code", """
+board = compare.run_candidates(run_name, data_root, candidates, shared)
+compare.save_leaderboard(board, run.dir)
+board.round(4)
+"""),
+         ("code", """
+if "val_auc" in board:
+    plots.leaderboard(board.dropna(subset=["val_auc"]), path=run.path("figures", "leaderboard.png"))
+curves = compare.val_curves(board)
+if curves:
+    plots.roc(curves, run.path("figures", "compare_roc.png"));
+"""),
+         ])
+
+
+def submission_nb():
+    return notebook(
+        "06_submission", "06 · Submission",
+        "Scores the template's clips with this run's best checkpoint (or an ensemble of `runs`), with optional "
+        "test-time augmentation, and writes `prediction.csv` (`video_name,score`) after validating it: every "
+        "template row once, in order, finite scores in [0, 1]. Clips that cannot be decoded get `fallback_score` and "
+        "are listed in `prediction_issues.csv`; `prediction_sources.json` records what produced the file.",
+        [("run", COMMON), ("test clips", TEST),
+         ("prediction", {"runs": None, "ensemble": "mean", "tta": 1, "fallback_score": 0.5, "device": "auto"}),
+         ("answers (sample data only)", {"test_labels": None, "test_kinds": None})],
+        "import pandas as pd\n\nfrom ffdv_utils import config, data, plots, predict",
+        [("code", """
+clips = data.list_test(data_root, test_dir, test_template)
+print(f"{len(clips)} clips to score, {int((~clips.exists).sum())} missing from {test_dir}")
+scores, sources = predict.predict_runs(runs or [run_name], clips, tta=tta, method=ensemble, device=device,
+                                       errors_csv=run.path("prediction_errors.csv"))
+pred = predict.write_submission(clips, scores, run.path("prediction.csv"))
+issues = predict.write_prediction_record(run, scores, sources, params)
+print(f"wrote {run.path('prediction.csv')} ({len(pred)} rows, validated); {len(issues)} clip(s) with a fallback or note")
+pred.head()
+"""),
+         ("code", "plots.score_hist([0] * len(pred), pred.score, run.path('figures', 'test_scores.png'));"),
+         ("md", "With answers (the sample dataset ships them outside its data folder), the same metrics as validation:"),
+         ("code", """
+if test_labels:
+    report = predict.evaluate_prediction(run, pred, test_labels, test_kinds)
+    plots.roc({"test": (report["y"], report["score"])}, run.path("figures", "test_roc.png"))
+    display(pd.DataFrame(report["table"]).round(4))
+"""),
+         ])
+
+
+BUILDERS = {"01_eda": eda, "02_features": feats, "03_train": train_nb, "04_augment": augment_nb,
+            "05_compare": compare_nb, "06_submission": submission_nb}
+
+
+def main() -> None:
+    (ROOT / "notebooks").mkdir(exist_ok=True)
+    (ROOT / "params").mkdir(exist_ok=True)
+    for name, build in BUILDERS.items():
+        nb, defaults = build()
+        nbformat.validate(nb)
+        nbformat.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
+        header = f"# Defaults of notebooks/{name}.ipynb (its 'parameters' cell). YAML 1.1: write 1.0e-3, not 1e-3.\n"
+        (ROOT / "params" / f"{name}.yaml").write_text(header + yaml.safe_dump(defaults, sort_keys=False))
+        print(f"wrote notebooks/{name}.ipynb and params/{name}.yaml ({len(defaults)} parameters)")
+
+
+if __name__ == "__main__":
+    main()
