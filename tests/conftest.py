@@ -1,0 +1,51 @@
+"""Shared fixtures: a tiny generated FFDV dataset and an isolated outputs folder for the whole session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+# Small parameters that make every notebook and model fast on a 2-core CPU.
+TINY = {
+    "model": "test_resnet",
+    "image_size": 64,
+    "batch_size": 8,
+    "epochs": 2,
+    "feature_workers": 1,
+    "face_frames": 2,
+    "face_size": 32,
+    "n_examples": 2,
+    "variants": [{"name": "none", "augment": "none"}, {"name": "spec_mixup", "augment": "spec", "mixup_alpha": 0.4}],
+    "candidates": [{"name": "tiny_resnet", "model": "test_resnet"}],
+    "shared": {"epochs": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def session_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every run of the test session writes here (FFDV_OUTPUTS), never into the repository's outputs/."""
+    out = tmp_path_factory.mktemp("outputs")
+    old = {k: os.environ.get(k) for k in ("FFDV_OUTPUTS", "FFDV_CACHE")}
+    os.environ["FFDV_OUTPUTS"] = str(out)
+    os.environ.pop("FFDV_CACHE", None)
+    yield out
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory: pytest.TempPathFactory, session_outputs: Path) -> dict:
+    """A 24-clip sample dataset (train/val/test, every fake kind), generated once per session."""
+    from ffdv_utils.sample_data import make_sample_dataset
+
+    out = tmp_path_factory.mktemp("sample")
+    info = make_sample_dataset(out, n=24, seed=7, progress=False)
+    return {"out": out, "data_root": Path(info["data_root"]), "answers": Path(info["answers_dir"])}
