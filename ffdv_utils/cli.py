@@ -33,17 +33,21 @@ def _demo(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .train import main as train_main
 
-    train_main(args.rest)
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    train_main(rest)
     return 0
 
 
 def _score(args: argparse.Namespace) -> int:
-    from .predict import score_videos
+    from .predict import score_table
 
-    scores = score_videos(args.videos, args.run, device=args.device, tta=args.tta, progress=False)
+    table = score_table(args.videos, args.run, device=args.device, tta=args.tta, progress=False)
     print("video_name,score")
-    for path, s in zip(args.videos, scores):
-        print(f"{Path(path).name},{s:.6f}")
+    for name, s in zip(table.video_name, table.score):
+        print(f"{name},{s:.6f}")
+    for path, status in zip(args.videos, table.status):
+        if status.startswith("fallback"):  # still scored (the fallback value), but the caller should know
+            print(f"warning: {path}: {status}", file=sys.stderr)
     return 0
 
 
@@ -117,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     from .pipeline import PipelineError
     from .predict import SubmissionError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # everything after `train` belongs to the training entry point (the same one torchrun launches)
+        argv = ["train", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -108,8 +108,9 @@ def _looks_like_data_root(path: Path) -> bool:
     return (path / "train_label.txt").is_file() or (path / "val_label.txt").is_file() or (path / "testset").is_dir()
 
 
-def find_kaggle_data_root(base: Path = KAGGLE_INPUT, depth: int = 3) -> Path | None:
+def find_kaggle_data_root(base: Path | None = None, depth: int = 3) -> Path | None:
     """The first folder under Kaggle's input mount that looks like an FFDV data root."""
+    base = KAGGLE_INPUT if base is None else base
     if not base.is_dir():
         return None
     level = [base]

@@ -8,12 +8,14 @@ takes soft MixUp targets directly.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import timm
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import config
@@ -63,11 +65,25 @@ def create_backbone(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Mod
         raise ModelRuleError("pretrained: true downloads weights, which a Kaggle kernel with internet off cannot do; "
                              "pass the path of an attached ImageNet-1K weights file instead")
     extra = {"pretrained_cfg_overlay": {"file": file}} if file else {}
-    return timm.create_model(name, pretrained=use, num_classes=0, **extra, **kwargs)
+    if not kwargs.get("features_only"):
+        extra["num_classes"] = 0
+    return timm.create_model(name, pretrained=use, **extra, **kwargs)
 
 
-def _to_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float() if not torch.is_floating_point(x) else x
+def cam_layer(backbone: nn.Module) -> nn.Module:
+    """The module whose output is the backbone's last feature map (what Grad-CAM weighs)."""
+    info = getattr(backbone, "feature_info", None)
+    if info is not None:
+        names = info.module_name() if hasattr(info, "module_name") else [info[-1]["module"]]
+        name = names[-1]
+        try:
+            return backbone.get_submodule(name)
+        except AttributeError:  # features_only nets flatten "a.b" into "a_b"
+            return backbone.get_submodule(name.replace(".", "_"))
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError(f"{type(backbone).__name__} has no convolution for Grad-CAM")
+    return convs[-1]
 
 
 class AudioModel(nn.Module):
@@ -86,14 +102,21 @@ class AudioModel(nn.Module):
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
         return {"logit": self.head(self.features(batch)).squeeze(1)}
 
+    def cam_layers(self) -> dict[str, nn.Module]:
+        return {"mel": cam_layer(self.backbone)}
+
 
 class FrameAggregator(nn.Module):
-    """Per-frame features (B, T, C) -> clip feature (B, C) and per-frame logits by mean, max, top-k or attention."""
+    """Per-frame features (B, T, C) -> clip feature (B, C) and clip logit by mean, max, top-k or attention.
+
+    The clip logit is the weighted sum of per-frame logits, so ``max`` / ``topk`` score a clip by its most
+    suspicious frames (a manipulation confined to a few frames is not averaged away).
+    """
 
     def __init__(self, dim: int, mode: str = "mean", topk: int = 3):
         super().__init__()
-        if mode not in ("mean", "max", "topk", "attention"):
-            raise ValueError(f"unknown aggregation {mode!r}; use mean, max, topk or attention")
+        if mode not in AGGREGATES:
+            raise ValueError(f"unknown aggregation {mode!r}; use {', '.join(AGGREGATES)}")
         self.mode, self.topk = mode, topk
         self.frame_head = nn.Linear(dim, 1)
         self.attn = nn.Linear(dim, 1) if mode == "attention" else None
@@ -112,6 +135,9 @@ class FrameAggregator(nn.Module):
         return clip_feat, (weights * frame_logits).sum(1)
 
 
+AGGREGATES = ("mean", "max", "topk", "attention")
+
+
 class VisualModel(nn.Module):
     """A frame-level backbone on face crops, aggregated to a clip score."""
 
@@ -124,74 +150,237 @@ class VisualModel(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.aggregate = FrameAggregator(self.backbone.num_features, aggregate, topk)
 
-    def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def frame_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, C) pooled backbone features of every frame."""
         faces = batch["faces"]
         b, t = faces.shape[:2]
-        feats = self.backbone(faces.flatten(0, 1)).view(b, t, -1)
-        return self.aggregate(self.dropout(feats))[0]
+        return self.backbone(faces.flatten(0, 1)).view(b, t, -1)
+
+    def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.aggregate(self.dropout(self.frame_features(batch)))[0]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
-        faces = batch["faces"]
-        b, t = faces.shape[:2]
-        feats = self.backbone(faces.flatten(0, 1)).view(b, t, -1)
-        _, logit = self.aggregate(self.dropout(feats))
+        _, logit = self.aggregate(self.dropout(self.frame_features(batch)))
         return {"logit": logit}
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        return {"faces": cam_layer(self.backbone)}
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def sample_at_frames(x: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, C, W) sequence -> (B, T, C) values at the instants of T frames, linearly interpolated.
+
+    ``media.load_frames`` picks the middle of T equal slices of the clip and the mel image spans the same clip,
+    so frame i sits at (i + 0.5) / T of the width.
+    """
+    w = x.shape[-1]
+    pos = ((torch.arange(t, device=x.device, dtype=x.dtype) + 0.5) * w / t - 0.5).clamp(0, w - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=w - 1)
+    frac = (pos - lo.to(x.dtype)).view(1, 1, t)
+    return ((1 - frac) * x[..., lo] + frac * x[..., hi]).transpose(1, 2)
+
+
+def _standardise(x: torch.Tensor, dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
+    return (x - x.mean(dim, keepdim=True)) / (x.std(dim, keepdim=True, unbiased=False) + eps)
+
+
+class SyncHead(nn.Module):
+    """Audio-visual synchrony: does the mouth move with the sound?
+
+    A fake that pairs a natural face with natural (but other) speech fools a model that looks at each modality
+    alone; what gives it away is that lip motion and speech energy do not rise and fall together. The audio
+    stream is the mel image pooled into a few frequency bands and filtered along time by 1-D convolutions,
+    sampled at the T frame instants. The visual stream is a small CNN on the lower part of each face crop (the
+    mouth). Their per-instant projections are compared by normalised correlation over time at lags -1, 0 and
+    +1 (an explicit, data-cheap cue), and a temporal convolution over both streams learns the rest. Two fixed
+    channels join the learned projections in the correlation -- speech energy (mean of the mel image) and the
+    mouth region's grey-level spread (an open mouth adds a dark hole to light lips) -- so the cue is there from
+    the first step instead of having to be discovered from a few hundred clips.
+
+    The head assumes the mel image and the frames are time-aligned: augmentations that shift, flip or stretch
+    the mel image in time break that (train.py turns mel augmentation off for models with ``time_aligned``).
+    """
+
+    def __init__(self, dim: int = 64, n_bands: int = 32, n_corr: int = 4, mouth_from: float = 0.5,
+                 lags: tuple[int, ...] = (-1, 0, 1)):
+        super().__init__()
+        self.n_bands, self.mouth_from, self.lags = n_bands, mouth_from, tuple(lags)
+        self.audio = nn.Sequential(nn.Conv1d(n_bands, dim, 5, padding=2), nn.GELU(),
+                                   nn.Conv1d(dim, dim, 3, padding=1), nn.GELU())
+        self.mouth = nn.Sequential(_conv_bn(3, 16), _conv_bn(16, 32), _conv_bn(32, dim // 2))
+        self.proj_a = nn.Linear(dim, n_corr)
+        self.proj_v = nn.Linear(dim, n_corr)
+        self.temporal = nn.Sequential(nn.Conv1d(3 * dim, dim, 3, padding=1), nn.GELU(),
+                                      nn.Conv1d(dim, dim, 3, padding=1), nn.GELU())
+        k = n_corr + 1
+        self.out_dim = 2 * dim + len(self.lags) * k * k
+
+    def streams(self, mel: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Per-frame audio and mouth features (B, T, dim) and the fixed energy / mouth-spread channels (B, T, 1)."""
+        b, t = faces.shape[:2]
+        bands = F.adaptive_avg_pool2d(mel[:, :1], (self.n_bands, mel.shape[-1])).squeeze(1)  # (B, bands, W)
+        a = sample_at_frames(self.audio(bands), t)
+        energy = sample_at_frames(bands.mean(1, keepdim=True), t)
+        rows = faces.shape[-2]
+        mouth = faces[..., int(rows * self.mouth_from):, :].flatten(0, 1)
+        fmap = self.mouth(mouth)
+        # max pooling as well as mean: the mouth is a small part of the lower face and must not be averaged away
+        v = torch.cat([fmap.mean((2, 3)), fmap.amax((2, 3))], dim=1).view(b, t, -1)
+        spread = mouth.mean(1).flatten(1).std(1).view(b, t, 1)
+        return a, v, energy, spread
+
+    def forward(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        a, v, energy, spread = self.streams(mel, faces)
+        t = a.shape[1]
+        pa = _standardise(torch.cat([self.proj_a(a), energy], dim=2))  # (B, T, k): zero mean, unit std over time
+        pv = _standardise(torch.cat([self.proj_v(v), spread], dim=2))
+        corrs = []
+        for lag in self.lags:
+            if abs(lag) >= t:
+                corrs.append(pa.new_zeros(pa.shape[0], pa.shape[2] * pv.shape[2]))
+                continue
+            x = pa[:, max(0, -lag):t - max(0, lag)]
+            y = pv[:, max(0, lag):t - max(0, -lag)]
+            corrs.append(torch.einsum("bti,btj->bij", x, y).flatten(1) / x.shape[1])
+        h = self.temporal(torch.cat([a, v, a * v], dim=2).transpose(1, 2))  # (B, dim, T)
+        return torch.cat([h.mean(2), h.amax(2), *corrs], dim=1)
+
+
+def noisy_or_logit(logits: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Logit of 1 - prod_k (1 - sigmoid(z_k)) over the last dimension: fake if ANY branch finds a manipulation.
+
+    -log(1 - sigmoid(z)) = softplus(z), so with S = sum_k softplus(z_k) the combined probability is 1 - exp(-S)
+    and its logit is log(expm1(S)) = S + log(1 - exp(-S)). ``weights`` (0..1) switch branches off per sample.
+    """
+    total = F.softplus(logits)
+    if weights is not None:
+        total = total * weights
+    total = total.sum(-1).clamp(min=1e-6)
+    return total + torch.log(-torch.expm1(-total))
+
+
+FUSION_HEADS = ("mlp", "or")
 
 
 class FusionModel(nn.Module):
-    """Audio and visual branches joined by an MLP over both embeddings and the has-audio flag.
+    """Audio and visual branches plus an audio-visual synchrony head, joined with the has-audio flag.
 
-    Auxiliary per-branch heads (weighted by ``branch_loss``) keep each branch learning on its own, so the
-    fusion head cannot lean on one modality and let the other go untrained.
+    Heads (``fusion_head``):
+
+    - ``or``: each branch scores its own kind of manipulation -- audio, faces, and (``sync``) whether lips and
+      sound belong together -- and the clip is fake if any of them fires (noisy-OR of the branch probabilities).
+      A fake needs only one branch to explain it, so the gradient of the clip loss goes mostly to the branch
+      that can (multiple-instance learning), instead of forcing every branch to call every fake fake.
+    - ``mlp``: an MLP over both embeddings, the synchrony features and the flag.
+
+    ``branch_logits`` feed train.py's auxiliary per-branch losses (``branch_loss``); they keep each branch
+    learning on its own under the ``mlp`` head. The synchrony head is what catches fakes whose audio and video
+    are each untouched but do not belong together.
     """
 
     inputs = ("mel", "faces")
 
     def __init__(self, audio_backbone: str = "resnet18", visual_backbone: str = "resnet18", pretrained: Any = False,
-                 aggregate: str = "attention", hidden: int = 256, dropout: float = 0.1, branch_loss: float = 0.3):
+                 aggregate: str = "attention", hidden: int = 256, dropout: float = 0.1, branch_loss: float = 0.3,
+                 sync: bool = True, sync_dim: int = 64, topk: int = 3, head: str = "mlp"):
         super().__init__()
-        self.audio = AudioModel(audio_backbone, pretrained)
-        self.visual = VisualModel(visual_backbone, pretrained, aggregate)
+        if head not in FUSION_HEADS:
+            raise ValueError(f"unknown fusion_head {head!r}; use {', '.join(FUSION_HEADS)}")
+        self.head = head
+        self.audio = AudioModel(audio_backbone, pretrained, dropout)
+        self.visual = VisualModel(visual_backbone, pretrained, aggregate, topk, dropout)
+        self.sync = SyncHead(sync_dim) if sync else None
+        self.time_aligned = sync  # train.py: no time shifts / flips of the mel image
         da, dv = self.audio.backbone.num_features, self.visual.backbone.num_features
-        self.fuse = nn.Sequential(nn.Linear(da + dv + 1, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+        ds = self.sync.out_dim if self.sync is not None else 0
+        if head == "mlp":
+            self.fuse = nn.Sequential(nn.Linear(da + dv + ds + 1, hidden), nn.GELU(), nn.Dropout(dropout),
+                                      nn.Linear(hidden, 1))
+        else:
+            if self.sync is not None:
+                self.sync_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(ds, 1))
+            # start every branch at p = 1 - 0.5 ** (1 / k), so the combined score starts at 0.5, not near 1
+            k = 3 if self.sync is not None else 2
+            bias = math.log((1 - 0.5 ** (1 / k)) / 0.5 ** (1 / k))
+            for lin in (self.audio.head[-1], self.visual.aggregate.frame_head,
+                        *([self.sync_head[-1]] if self.sync is not None else [])):
+                nn.init.constant_(lin.bias, bias)
         self.branch_loss = branch_loss
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
         fa = self.audio.features(batch)
-        faces = batch["faces"]
-        b, t = faces.shape[:2]
-        fv_frames = self.visual.backbone(faces.flatten(0, 1)).view(b, t, -1)
-        fv, v_logit = self.visual.aggregate(fv_frames)
+        fv, v_logit = self.visual.aggregate(self.visual.dropout(self.visual.frame_features(batch)))
+        b = fa.shape[0]
         has_audio = batch.get("has_audio", torch.ones(b, device=fa.device)).float().view(b, 1)
-        logit = self.fuse(torch.cat([fa, fv, has_audio], dim=1)).squeeze(1)
-        out = {"logit": logit, "branch_logits": {"audio": self.audio.head(fa).squeeze(1), "visual": v_logit}}
-        return out
+        a_logit = self.audio.head(fa).squeeze(1)
+        branches = {"audio": a_logit, "visual": v_logit}
+        # without a soundtrack there is nothing to be in sync with: the flag alone speaks for it
+        fs = self.sync(batch["mel"], batch["faces"]) * has_audio if self.sync is not None else None
+        if self.head == "mlp":
+            parts = [fa, fv] + ([fs] if fs is not None else [])
+            logit = self.fuse(torch.cat([*parts, has_audio], dim=1)).squeeze(1)
+        else:
+            zs, ws = [a_logit, v_logit], [has_audio[:, 0], torch.ones_like(v_logit)]
+            if fs is not None:
+                branches["sync"] = self.sync_head(fs).squeeze(1)
+                zs.append(branches["sync"])
+                ws.append(has_audio[:, 0])
+            logit = noisy_or_logit(torch.stack(zs, 1), torch.stack(ws, 1))
+        return {"logit": logit, "branch_logits": {"audio": a_logit, "visual": v_logit},
+                "branch_scores": {k: torch.sigmoid(v.detach()) for k, v in branches.items()}}
+
+    def cam_layers(self) -> dict[str, nn.Module]:
+        return {"mel": cam_layer(self.audio.backbone), "faces": cam_layer(self.visual.backbone)}
 
 
-def build_model(params: Mapping[str, Any]) -> nn.Module:
-    """The model a run's parameters describe; refuses one over the 200M-parameter rule."""
+def _truthy(v: Any) -> bool:
+    return v not in (None, False, 0, "false", "False", "no", "off", "")
+
+
+def build_model(params: Mapping[str, Any], check: bool = True) -> nn.Module:
+    """The model a run's parameters describe; refuses one over the 200M-parameter rule (or ``max_params``).
+
+    Built under ``torch.device("meta")`` it allocates nothing, which is how a size check of a huge backbone
+    stays cheap (``compare.parameter_count`` passes ``check=False`` to get the count of a refused model).
+    """
     kind = params.get("model_type", "audio")
     name = params.get("model", "resnet18")
     pretrained = params.get("pretrained", False)
-    dropout = float(params.get("dropout", 0.0))
+    dropout = float(params.get("dropout") or 0.0)
     if kind == "audio":
         model = AudioModel(name, pretrained, dropout)
     elif kind == "visual":
         model = VisualModel(name, pretrained, params.get("aggregate", "mean"), int(params.get("topk", 3)), dropout)
     elif kind == "fusion":
         model = FusionModel(name, params.get("visual_model") or name, pretrained, params.get("aggregate", "attention"),
-                            dropout=max(dropout, 0.1), branch_loss=float(params.get("branch_loss", 0.3)))
+                            dropout=max(dropout, 0.1), branch_loss=float(params.get("branch_loss", 0.3)),
+                            sync=_truthy(params.get("sync", True)), sync_dim=int(params.get("sync_dim") or 64),
+                            topk=int(params.get("topk", 3)), head=str(params.get("fusion_head") or "mlp"))
     elif kind == "marle":
         from .marle import MarleModel
 
         model = MarleModel.from_params(params)
     else:
         raise ModelRuleError(f"unknown model_type {kind!r}; choose one of {', '.join(MODEL_TYPES)}")
-    n = count_parameters(model)
-    limit = int(params.get("max_params", MAX_PARAMS))
-    if n > min(limit, MAX_PARAMS):
-        raise ModelRuleError(f"{kind} model {name!r} has {n / 1e6:.1f}M parameters, over the competition's 200M cap")
+    if check:
+        check_size(model, kind, name, params.get("max_params"))
     return model
+
+
+def check_size(model: nn.Module, kind: str = "", name: str = "", max_params: Any = None) -> int:
+    """Parameter count of ``model``; ModelRuleError when over 200M (or the smaller ``max_params``)."""
+    n = count_parameters(model)
+    limit = min(int(max_params), MAX_PARAMS) if max_params not in (None, "") else MAX_PARAMS
+    if n > limit:
+        why = "the competition's 200M cap" if limit == MAX_PARAMS else f"max_params = {limit:,}"
+        raise ModelRuleError(f"{kind} model {name!r} has {n / 1e6:.1f}M parameters ({n:,}), over {why}; "
+                             "choose a smaller backbone")
+    return n
 
 
 def model_inputs(model: nn.Module) -> tuple[str, ...]:

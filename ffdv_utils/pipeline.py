@@ -120,7 +120,8 @@ def demo(run: str = "demo", n: int = 100, seed: int = 0, files: Sequence[str | P
     answers = sample / "answers"  # kept outside the data folder, used only to score the finished prediction
     folder = run_pipeline(run, data_root, [demo_params, *files],
                           {"test_template": "test_template.csv", "test_labels": str(answers / "test_label.txt"),
-                           "test_kinds": str(answers / "manipulations.csv"), **(overrides or {})})
+                           "test_kinds": str(answers / "manipulations.csv"),
+                           "kinds_csv": str(answers / "manipulations.csv"), **(overrides or {})})
     summary(folder)
     return folder
 

@@ -4,20 +4,31 @@ Writes into the run folder: ``checkpoints/last.pt`` (everything needed to resume
 (model weights + resolved parameters, what prediction loads), ``history.csv``, ``val_predictions.csv`` and
 ``metrics.json``. All writes go through a temporary file and a rename, so a kill never leaves a torn checkpoint.
 
-Launched with ``torchrun --nproc_per_node=N -m ffdv_utils.train -f params/03_train.yaml [-p KEY VALUE]`` it runs
-one process per GPU with DistributedDataParallel; rank 0 alone logs and writes.
+Speed: batches are sliced from the memory-mapped feature cache (``datasets.batch_loader``), moved to the device
+as uint8 and normalised and augmented there; mixed precision (bf16 where the GPU has it, fp16 with a grad scaler
+on T4-class GPUs), channels-last memory format and optional ``torch.compile``.
+
+Several GPUs: ``torchrun --nproc_per_node=N -m ffdv_utils.train -f params/03_train.yaml [--data-root D --run R]``
+runs one process per GPU with DistributedDataParallel. ``batch_size`` is per process. Each rank trains on its
+share of the clips (DistributedSampler) and scores its share of the validation clips; the scores are gathered,
+so every rank computes the same metrics. Rank 0 alone logs and writes. One process (GPU or CPU) needs nothing
+of this.
+
+Determinism: the random state is re-seeded at the start of every epoch from (seed, epoch, rank), and the sample
+order depends on (seed, epoch) only, so a run resumed from ``last.pt`` continues exactly as if never stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import os
 import random
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -28,7 +39,7 @@ from torch.utils.data import DataLoader
 
 from . import config, metrics
 from .augment import augment_faces, augment_mel, mix_batch
-from .datasets import ClipDataset, prepare_batch
+from .datasets import ClipDataset, batch_loader, prepare_batch
 from .models import build_model, count_parameters, model_inputs
 
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -62,7 +73,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "amp": "auto",
     "channels_last": True,
     "compile": False,
+    "deterministic": False,
     "num_workers": 0,
+    "drop_last": False,
+    "find_unused_parameters": False,
+    "dist_timeout_min": 180,
     "max_train_clips": None,
     "resume": True,
     "progress": True,
@@ -79,6 +94,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """A seed for one epoch of one rank: independent streams, reproducible from the three numbers alone."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(epoch), int(rank)]).generate_state(1)[0])
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,14 +106,28 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def amp_dtype(amp: Any, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it, fp16 (with a grad scaler) on older GPUs such as the T4, none on the CPU."""
+    """bf16 where the GPU has it natively (Ampere and newer), fp16 (with a grad scaler) on older GPUs such as the
+    T4, none on the CPU (bf16 autocast brought no speed there, see README_training.md)."""
     if amp in (False, "false", "off", "none", None) or device.type != "cuda":
         return None
     if amp in ("bf16", "bfloat16"):
         return torch.bfloat16
     if amp in ("fp16", "float16"):
         return torch.float16
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # is_bf16_supported() also says yes where bf16 is only emulated (T4), which is slower than fp16
+    return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """Fast kernels by default (cuDNN autotuning, TF32 matmuls); ``deterministic`` trades them for repeatability."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: autotuning pays after the first batches
+        torch.set_float32_matmul_precision("high")
 
 
 def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
@@ -119,10 +153,17 @@ def classification_loss(logit: torch.Tensor, target: torch.Tensor, params: Mappi
     return F.binary_cross_entropy_with_logits(logit, target, pos_weight=pos_weight)
 
 
-def total_loss(out: Mapping[str, Any], target: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
+def total_loss(out: Mapping[str, Any], target: torch.Tensor, params: Mapping[str, Any],
+               branch_targets: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Classification loss + ``branch_loss`` x each branch's loss + the model's ``aux_loss``.
+
+    ``branch_targets`` (from ``av_swap_prob``): a branch is scored against its own input's truth, since an
+    audio-visual swap makes the pair fake while its audio and its faces may each be real.
+    """
     loss = classification_loss(out["logit"], target, params)
-    for logit in (out.get("branch_logits") or {}).values():
-        loss = loss + float(params.get("branch_loss", 0.3)) * classification_loss(logit, target, params)
+    for name, logit in (out.get("branch_logits") or {}).items():
+        t = (branch_targets or {}).get(name, target)
+        loss = loss + float(params.get("branch_loss", 0.3)) * classification_loss(logit, t.to(logit.dtype), params)
     if out.get("aux_loss") is not None:
         loss = loss + out["aux_loss"]
     return loss
@@ -165,16 +206,25 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def rng_state() -> dict:
+    # only this process's GPU: get_rng_state_all() would open a CUDA context on every GPU from every rank
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None}
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if isinstance(cuda, torch.Tensor) and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
+
+
+def num_workers(value: Any, world: int = 1) -> int:
+    """``num_workers`` parameter -> a count; ``auto``: this process's share of the CPUs less one, at most 8."""
+    if value == "auto":
+        return max(0, min(8, (os.cpu_count() or 1) // max(1, world) - 1))
+    return int(value or 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,6 +238,35 @@ def dist_info() -> tuple[int, int, int]:
 
 def is_main() -> bool:
     return dist_info()[0] == 0
+
+
+def init_distributed(device: torch.device, timeout_min: float = 180) -> bool:
+    """Joins torchrun's process group when launched by it (NCCL for GPUs, gloo for the CPU); True if this call
+    made it. The long timeout covers rank 0 extracting features while the other ranks wait at a barrier."""
+    _, local_rank, world = dist_info()
+    if world <= 1 or torch.distributed.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                         timeout=datetime.timedelta(minutes=float(timeout_min)))
+    return True
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def gather_predictions(idx: np.ndarray, scores: np.ndarray, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's (indices, scores) joined and sorted by index: the same arrays a single process would make."""
+    if world > 1:
+        parts: list[Any] = [None] * world
+        torch.distributed.all_gather_object(parts, (np.asarray(idx), np.asarray(scores)))
+        idx = np.concatenate([p[0] for p in parts])
+        scores = np.concatenate([p[1] for p in parts])
+    order = np.argsort(idx, kind="stable")
+    return np.asarray(idx)[order], np.asarray(scores)[order]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -219,60 +298,115 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device, a
             with ctx:
                 probs.append(torch.sigmoid(model(view)["logit"].float()))
         score_all.append(torch.stack(probs).mean(0).cpu().numpy())
-        idx_all.append(batch["index"].numpy())
+        idx_all.append(np.asarray(batch["index"]))
     if not idx_all:
         return np.zeros(0, int), np.zeros(0, np.float32)
     return np.concatenate(idx_all), np.concatenate(score_all)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: torch.dtype | None = None,
+             channels_last: bool = False, world: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of a (sharded) validation loader, gathered from every rank and sorted by index."""
+    idx, scores = predict_loader(model, loader, device, amp, channels_last)
+    return gather_predictions(idx, scores, world)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # the loop
 
 
-def make_loader(ds: ClipDataset, params: Mapping[str, Any], shuffle: bool, device: torch.device,
-                sampler: Any = None, seed: int = 0) -> DataLoader:
-    nw = params.get("num_workers", 0)
-    nw = max(0, (os.cpu_count() or 1) - 1) if nw == "auto" else int(nw or 0)
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    return DataLoader(ds, batch_size=int(params["batch_size"]), shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=nw, pin_memory=device.type == "cuda", persistent_workers=nw > 0,
-                      drop_last=False, generator=gen)
+def make_loader(ds: ClipDataset, params: Mapping[str, Any], device: torch.device, train: bool, rank: int = 0,
+                world: int = 1) -> DataLoader:
+    """The loader ``fit`` uses: whole batches from the cache; train shuffled and padded per rank, val sharded."""
+    bs = int(params["batch_size"]) if train else max(int(params["batch_size"]), 64)
+    return batch_loader(ds, bs, shuffle=train, seed=int(params["seed"]), rank=rank, world=world,
+                        num_workers=num_workers(params.get("num_workers", 0), world),
+                        pin_memory=device.type == "cuda", drop_last=train and bool(params.get("drop_last")),
+                        pad=train)
+
+
+def timed(iterable: Iterable, clock: dict) -> Iterator:
+    """Yields from ``iterable``, adding the seconds spent waiting for each item to ``clock["wait"]``."""
+    it = iter(iterable)
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        clock["wait"] += time.perf_counter() - t
+        yield item
+
+
+def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], opt: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, params: Mapping[str, Any], device: torch.device,
+               amp: torch.dtype | None, channels_last: bool, mix_gen: torch.Generator | None = None,
+               augment: bool = True, time_aligned: bool = False) -> tuple[torch.Tensor, int]:
+    """One optimisation step on a loader batch -> (loss, detached, still on the device; batch size)."""
+    b = prepare_batch(batch, device, channels_last)
+    if augment:
+        if "mel" in b and not time_aligned:
+            # a model comparing sound and lips over time needs the mel image unshifted and unflipped
+            b["mel"] = augment_mel(b["mel"], params["augment"])
+        if "faces" in b:
+            b["faces"] = augment_faces(b["faces"], params["augment"])
+        unmixed = b["target"]
+        b = mix_batch(b, float(params["mixup_alpha"] or 0), float(params["cutmix_alpha"] or 0),
+                      float(params["mix_prob"]), generator=mix_gen)
+        if b["target"] is not unmixed:  # per-branch targets do not follow a MixUp / CutMix partner
+            b = {k: v for k, v in b.items() if k not in ("target_audio", "target_visual")}
+    if channels_last and "mel" in b:
+        b["mel"] = b["mel"].contiguous(memory_format=torch.channels_last)  # no-op unless augmentation changed it
+    with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
+        out = model(b)
+    loss = total_loss(out, b["target"], params, {k[7:]: b[k] for k in ("target_audio", "target_visual") if k in b})
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss.detach(), int(b["target"].shape[0])
 
 
 def fit(params: Mapping[str, Any], run: config.Run | None = None, train_ds: ClipDataset | None = None,
         val_ds: ClipDataset | None = None) -> dict:
     """Train a model as ``params`` describe; returns the metrics of the best epoch on validation.
 
-    Datasets are built from the feature cache when not given (``datasets.clip_datasets``).
+    Datasets are built from the feature cache when not given (``datasets.clip_datasets``); under DDP rank 0
+    builds (extracts) them first while the other ranks wait, then they read the finished cache.
     """
     from tqdm.auto import tqdm
 
     p = {**TRAIN_DEFAULTS, **dict(params)}
+    device = resolve_device(p["device"])
+    own_group = init_distributed(device, float(p.get("dist_timeout_min") or 180))
     rank, local_rank, world = dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
     if run is None:
         run = config.Run(name=p["run_name"], dir=config.run_dir(p["run_name"]), params=dict(p), notebook="03_train")
-    device = resolve_device(p["device"])
     if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", local_rank)  # one process per GPU
         torch.cuda.set_device(device)
-    seed_everything(int(p["seed"]))
+    configure_backends(device, bool(p.get("deterministic")))
+    seed = int(p["seed"])
+    seed_everything(seed)
     progress = bool(p.get("progress", True)) and rank == 0
 
-    model = build_model(p)
+    model = build_model(p)  # same seed on every rank: identical initial weights (DDP broadcasts rank 0's anyway)
     inputs = model_inputs(model)
+    time_aligned = bool(getattr(model, "time_aligned", False))
     if train_ds is None or val_ds is None:
         from .datasets import clip_datasets
 
+        if rank != 0:
+            _barrier(world)  # wait for rank 0 to fill the feature cache, then read it
         train_ds, val_ds = clip_datasets(p, inputs, progress=progress)
+        if rank == 0:
+            _barrier(world)
     n_params = count_parameters(model)
     model.to(device)
-    if p.get("channels_last") and device.type == "cuda":
+    # channels-last helps convolutions on GPUs and on the CPU too (oneDNN: 2x for resnet18 here)
+    channels_last = bool(p.get("channels_last"))
+    if channels_last:
         model.to(memory_format=torch.channels_last)
-    channels_last = bool(p.get("channels_last")) and device.type == "cuda"
     amp = amp_dtype(p.get("amp"), device)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
     opt = build_optimizer(model, p)
@@ -297,58 +431,51 @@ def fit(params: Mapping[str, Any], run: config.Run | None = None, train_ds: Clip
 
     train_model: nn.Module = model
     if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                          else None)
+        train_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=bool(p.get("find_unused_parameters")))
     if p.get("compile"):
-        train_model = torch.compile(train_model)
+        mode = p["compile"] if isinstance(p["compile"], str) and p["compile"] not in ("true", "True") else None
+        train_model = torch.compile(train_model, mode=mode)
 
-    sampler = None
-    if world > 1:
-        sampler = torch.utils.data.distributed.DistributedSampler(train_ds, num_replicas=world, rank=rank,
-                                                                  shuffle=True, seed=int(p["seed"]))
-    train_loader = make_loader(train_ds, p, shuffle=True, device=device, sampler=sampler, seed=int(p["seed"]))
-    val_loader = make_loader(val_ds, {**p, "batch_size": max(int(p["batch_size"]), 64)}, shuffle=False,
-                             device=device)
-    mix_gen = torch.Generator().manual_seed(int(p["seed"]) + 1)
+    train_loader = make_loader(train_ds, p, device, train=True, rank=rank, world=world)
+    val_loader = make_loader(val_ds, p, device, train=False, rank=rank, world=world)
     for epoch in range(start_epoch, int(p["epochs"])):
-        t0 = time.time()
+        # a fresh, reproducible random state per epoch and rank: resuming needs no RNG history
+        seed_everything(epoch_seed(seed, epoch, rank))
+        mix_gen = torch.Generator().manual_seed(epoch_seed(seed + 1, epoch, rank))
         train_ds.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        train_loader.generator.manual_seed(int(p["seed"]) * 1000 + epoch)
+        train_loader.batch_sampler_.set_epoch(epoch)
         train_model.train()
-        losses, seen = [], 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{p['epochs']}", unit="batch", disable=not progress,
-                   leave=False)
+        t0, clock = time.perf_counter(), {"wait": 0.0}
+        loss_sum, steps, seen = torch.zeros((), device=device), 0, 0
+        bar = tqdm(timed(train_loader, clock), total=len(train_loader), desc=f"epoch {epoch + 1}/{p['epochs']}",
+                   unit="batch", disable=not progress, leave=False)
         for batch in bar:
-            b = prepare_batch(batch, device, channels_last)
-            if "mel" in b:
-                b["mel"] = augment_mel(b["mel"], p["augment"])
-            if "faces" in b:
-                b["faces"] = augment_faces(b["faces"], p["augment"])
-            b = mix_batch(b, float(p["mixup_alpha"] or 0), float(p["cutmix_alpha"] or 0), float(p["mix_prob"]),
-                          generator=mix_gen)
-            ctx = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
-            with ctx:
-                out = train_model(b)
-            loss = total_loss(out, b["target"], p)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            losses.append(float(loss.detach()))
-            seen += len(b["target"])
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            loss, n = train_step(train_model, batch, opt, scaler, p, device, amp, channels_last, mix_gen,
+                                 time_aligned=time_aligned)
+            loss_sum += loss
+            steps += 1
+            seen += n
+            if progress and steps % 20 == 0:  # reading the loss waits for the GPU: only now and then
+                bar.set_postfix(loss=f"{float(loss_sum) / steps:.4f}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_time = time.perf_counter() - t0
         sched.step()
-        train_time = time.time() - t0
-        # every rank scores the whole validation set: simple, and identical to the single-process result
-        idx, scores = predict_loader(model, val_loader, device, amp, channels_last)
+        totals = torch.stack([loss_sum.float(), torch.tensor(float(steps), device=device)])
+        if world > 1:
+            torch.distributed.all_reduce(totals)
+        train_loss = float(totals[0] / totals[1]) if float(totals[1]) else float("nan")
+        idx, scores = evaluate(model, val_loader, device, amp, channels_last, world)
         y = val_ds.targets[idx]
         m = metrics.summarize(y, scores)
-        score = m.get(p["select_metric"], float("nan"))
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-               "lr": opt.param_groups[0]["lr"], "train_time_s": train_time,
-               "images_per_s": seen * world / max(train_time, 1e-9), **{f"val_{k}": v for k, v in m.items()}}
+        # "last" keeps the final epoch: the choice for protocols whose eval set must not pick the checkpoint
+        score = float(epoch) if p["select_metric"] == "last" else m.get(p["select_metric"], float("nan"))
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": opt.param_groups[0]["lr"],
+               "train_time_s": train_time, "images_per_s": seen * world / max(train_time, 1e-9),
+               "data_wait_s": clock["wait"], "loader_share": clock["wait"] / max(train_time, 1e-9),
+               **{f"val_{k}": v for k, v in m.items()}}
         history.append(row)
         improved = not math.isnan(score) and score > best_score
         if improved:
@@ -364,37 +491,42 @@ def fit(params: Mapping[str, Any], run: config.Run | None = None, train_ds: Clip
             pd.DataFrame(history).to_csv(run.path("history.csv"), index=False)
             if progress:
                 print(f"epoch {epoch + 1}/{p['epochs']}: loss {row['train_loss']:.4f}  val AUC {m['auc']:.4f}  "
-                      f"TPR@1e-3 {m['tpr@fpr=1e-3']:.3f}  {row['images_per_s']:.0f} img/s"
-                      + ("  *best" if improved else ""))
-    if world > 1:
-        torch.distributed.barrier()
+                      f"TPR@1e-3 {m['tpr@fpr=1e-3']:.3f}  {row['images_per_s']:.0f} img/s  "
+                      f"data wait {100 * row['loader_share']:.0f}%" + ("  *best" if improved else ""))
+    _barrier(world)
     if not best_path.is_file():
         # no epoch produced a defined score (e.g. one-class validation): keep the last weights as "best"
         if rank == 0:
             atomic_save({"model": model.state_dict(), "params": dict(p), "epoch": int(p["epochs"]),
                          "metrics": {}, "n_params": n_params}, best_path)
-        if world > 1:
-            torch.distributed.barrier()
+        _barrier(world)
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
-    idx, scores = predict_loader(model, val_loader, device, amp, channels_last)
+    idx, scores = evaluate(model, val_loader, device, amp, channels_last, world)
     final = metrics.summarize(val_ds.targets[idx], scores)
     result = {**{f"val_{k}": v for k, v in final.items()}, "best_epoch": best["epoch"], "n_params": n_params,
               "model_type": p["model_type"], "model": p["model"], "device": str(device), "world_size": world,
+              "amp": str(amp).replace("torch.", "") if amp is not None else "off", "resumed_from_epoch": start_epoch,
               "train_time_s": float(sum(h["train_time_s"] for h in history))}
     if rank == 0:
         pd.DataFrame({"video_name": [val_ds.names[i] for i in idx], "target": val_ds.targets[idx],
                       "score": scores}).to_csv(run.path("val_predictions.csv"), index=False)
         existing = config.read_json(run.path("metrics.json")) if run.path("metrics.json").is_file() else {}
         config.write_json(run.path("metrics.json"), {**existing, **result})
-    if world > 1:
+    if own_group:
+        _barrier(world)  # nobody leaves while rank 0 still writes
         torch.distributed.destroy_process_group()
     return result
 
 
 def _train_key(p: Mapping[str, Any]) -> dict:
-    """The parameters that must match for a checkpoint to be resumed (not progress, workers, resume, device)."""
-    skip = {"progress", "num_workers", "resume", "device", "run_name", "epochs"}
+    """The parameters that must match for a checkpoint to be resumed (not progress, workers, resume, device...).
+
+    ``data_root`` is left out too: where the data lives (a relative path, a Kaggle mount) is not how the model
+    trains, so a run launched by torchrun with ``--data-root`` resumes in the notebook that found the data itself.
+    """
+    skip = {"progress", "num_workers", "resume", "device", "run_name", "epochs", "compile", "dist_timeout_min",
+            "data_root"}
     return {k: v for k, v in p.items() if k not in skip}
 
 
@@ -404,7 +536,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("-f", "--file", action="append", default=[], help="parameter YAML (repeatable, later wins)")
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     ap.add_argument("--data-root", default=None)
-    ap.add_argument("--run", default=None, help="run name (outputs/<run>)")
+    # --run-name: torchrun's own parser rejects "--run" as an ambiguous abbreviation of its --run-path
+    ap.add_argument("--run-name", "--run", dest="run", default=None, help="run name (outputs/<run>)")
     args = ap.parse_args(argv)
     overrides = {k: config.parse_value(v) for k, v in args.param}
     if args.data_root:

@@ -240,3 +240,29 @@ def test_faces_shape_flags_and_fallback(media: dict[str, Path], tmp_path: Path) 
                              workers=1, progress=False)
     assert center.root != store.root and center.get("c0.mp4").shape == (4, 64, 64, 3)
     assert not center.face_found("c0.mp4").any()
+
+
+# ----------------------------------------------------------------------------------------------------- bench
+
+
+def test_bench_extraction_small(media: dict[str, Path], tmp_path: Path) -> None:
+    import argparse
+
+    from ffdv_utils.bench import add_bench_parser, bench_extraction
+
+    vids = tmp_path / "v"
+    vids.mkdir()
+    for name in ("c0.mp4", "c2.mp4", "noaudio.mp4"):
+        (vids / name).symlink_to(media[name])
+    lines: list[str] = []
+    result = bench_extraction(vids, workers=2, limit=None, progress=False, log=lines.append)
+    assert result["clips"] == 3 and result["baseline_errors"] == 1  # the baseline cannot handle a silent video
+    for key in ("baseline_clips_per_s", "default_1w_clips_per_s", "default_par_clips_per_s",
+                "faces_clips_per_s_per_core", "peak_rss_total_mib"):
+        assert result[key] > 0, key
+    assert result["mel_errors"] == 0 and result["faces_found_fraction"] > 0.5
+    assert any(line.startswith("(a) baseline") for line in lines) and "projection_250k" in result
+    ap = argparse.ArgumentParser()
+    add_bench_parser(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(["bench", "extraction", "--limit", "2", "--workers", "1"])
+    assert (args.bench, args.limit, args.workers, args.videos) == ("extraction", 2, 1, None)

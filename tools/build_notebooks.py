@@ -30,7 +30,14 @@ def train_params() -> dict:
 
     p = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in COMMON}
     p.update({"visual_model": None, "aggregate": "attention", "topk": 3, "branch_loss": 0.3, "dropout": 0.0})
+    p.update(MODEL_EXTRA)
     return p
+
+
+# model parameters beyond TRAIN_DEFAULTS (models.py / marle.py read them; see README_models.md)
+MODEL_EXTRA = {"fusion_head": "mlp", "sync": True, "sync_dim": 64, "marle_stage": 2, "marle_regions": 4,
+               "marle_dim": 128, "marle_hidden": 128, "marle_mask": "min", "marle_mask_ratio": 0.3,
+               "marle_div_weight": 0.1, "marle_tc_weight": 0.1, "marle_audio": "none", "split_csv": None}
 
 
 def literal(v) -> str:
@@ -157,11 +164,17 @@ def train_nb():
         "StepLR(4, 0.85), 10 epochs, batch 40, random flips. The checkpoint kept is the one with the best "
         "**validation AUC** (the competition metric), not accuracy. `model_type` switches between `audio`, `visual`, "
         "`fusion` and `marle`.\n\n"
-        "Several GPUs (Kaggle 2x T4): in a cell, `!torchrun --nproc_per_node=2 -m ffdv_utils.train -f "
-        "params/03_train.yaml --run NAME --data-root DIR` runs one process per GPU with DDP; rank 0 writes the "
-        "checkpoints, the same folder layout as here.",
-        [("run", COMMON), ("features", FEATURES), ("training", train_params())],
-        "import pandas as pd\n\nfrom ffdv_utils import config, plots, train",
+        "Several GPUs (Kaggle 2x T4): extract the features first (notebook 02), then run in a cell "
+        "`!torchrun --standalone --nproc_per_node=2 -m ffdv_utils.train -f params/03_train.yaml --data-root DIR "
+        "--run-name NAME` (add `-p KEY VALUE` to change one parameter). It starts one process per GPU with DDP: "
+        "`batch_size` is per GPU, each GPU trains on its share of the clips and scores its share of the validation "
+        "set, and rank 0 writes the same run folder as this notebook (fp16 with a grad scaler on T4s, bf16 on newer "
+        "GPUs). Write `--run-name`: torchrun's own parser rejects `--run`. Then run this notebook with the same run "
+        "name and parameters: `fit` finds the finished `last.pt` and only evaluates and plots. A killed run "
+        "resumes the same way, from its last finished epoch. See README_training.md.",
+        [("run", COMMON), ("features", FEATURES), ("training", train_params()),
+         ("explanation", {"n_explain": 2, "kinds_csv": None})],
+        "import pandas as pd\n\nfrom ffdv_utils import config, explain, plots, train",
         [("code", """
 result = train.fit(params, run)
 pd.Series(result).to_frame("value")
@@ -177,6 +190,13 @@ val = pd.read_csv(run.path("val_predictions.csv"))
 plots.roc({model: (val.target, val.score)}, run.path("figures", "val_roc.png"))
 plots.score_hist(val.target, val.score, run.path("figures", "val_scores.png"));
 """),
+         ("md", "## Explanation: Grad-CAM\nWhere the model found its evidence on a few validation clips (real and "
+                "fake; one fake per manipulation kind when `kinds_csv` names them): the mel image and the face frame "
+                "with the strongest response, each with its Grad-CAM heat map for the predicted class."),
+         ("code", """
+items = explain.explain_run(run.dir, n_per_class=n_explain, kinds_csv=kinds_csv)
+explain.plot_explanations(items, run.path("figures", "gradcam.png"));
+"""),
          ])
 
 
@@ -191,11 +211,11 @@ def augment_nb():
                                                      {"name": "spec", "augment": "spec"},
                                                      {"name": "spec_mixup", "augment": "spec", "mixup_alpha": 0.4},
                                                      {"name": "spec_cutmix", "augment": "spec", "cutmix_alpha": 1.0}],
-                                        "epochs": 5, "n_show": 4, "seed": 0})],
+                                        "variant_epochs": 5, "n_show": 4, "seed": 0})],
         "import pandas as pd\n\nfrom ffdv_utils import augment, compare, config, plots",
         [("code", """
 base = compare.base_train_params(run_name, data_root)
-base.update(epochs=epochs, seed=seed)
+base.update(epochs=variant_epochs, seed=seed)
 batch = augment.example_batch(base, n_show)
 plots.augment_examples(batch, ["none", "baseline", "spec", "strong"], run.path("figures", "augment_presets.png"));
 """),
@@ -211,27 +231,46 @@ board[[c for c in ("name", "augment", "mixup_alpha", "cutmix_alpha", "val_auc", 
 
 def compare_nb():
     return notebook(
-        "05_compare", "05 · Model comparison",
-        "Runs the training notebook (`03_train`) through papermill once per candidate, from this run's training "
-        "parameters plus each candidate's overrides, and ranks them. Models over the competition's 200M-parameter "
-        "cap are flagged and not trained.",
-        [("run", COMMON), ("candidates", {"candidates": [{"name": "resnet18", "model": "resnet18"},
-                                                         {"name": "efficientnet_b0", "model": "efficientnet_b0"},
-                                                         {"name": "mobilenetv3_large_100",
-                                                          "model": "mobilenetv3_large_100"}],
-                                          "shared": {}})],
-        "import pandas as pd\n\nfrom ffdv_utils import compare, config, plots",
+        "05_compare", "05 · Model comparison under generalisation protocols",
+        "Trains each candidate (by default the audio-only baseline, visual-only, audio-visual fusion and the MaRLe "
+        "relation model) from this run's `03_train` parameters plus the candidate's overrides, once per split of "
+        "each protocol, and scores it on the split's eval part:\n\n"
+        "- `plain`: train split -> val split.\n"
+        "- `held_out_kind` (needs `kinds_csv`, e.g. the sample data's `answers/manipulations.csv`): train without "
+        "one manipulation kind, evaluate on real clips plus that kind -- an attack the model never saw.\n"
+        "- `cluster` (kinds unknown): train + val clustered on media / feature statistics, whole clusters held "
+        "out.\n"
+        "- `test` (needs `test_labels`): train split -> labelled test split (sample data).\n\n"
+        "The last epoch is kept (the eval part never picks a checkpoint). ONE leaderboard: AUC and TPR at FPR 1e-2 "
+        "and 1e-3 per protocol, per-kind AUCs, parameters. Models over the 200M-parameter cap are flagged and "
+        "not trained. Every (candidate, split) is a run folder `outputs/<run>-<candidate>-<split>`.",
+        [("run", COMMON),
+         ("candidates", {"candidates": [{"name": "audio", "model_type": "audio"},
+                                        {"name": "visual", "model_type": "visual"},
+                                        {"name": "fusion", "model_type": "fusion", "fusion_head": "or",
+                                         "av_swap_prob": 0.3},
+                                        {"name": "marle", "model_type": "marle", "marle_audio": "sync",
+                                         "av_swap_prob": 0.3}],
+                         "shared": {}}),
+         ("protocols", {"eval_protocols": ["plain", "held_out_kind", "cluster", "test"], "kinds_csv": None,
+                        "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0})],
+        "import pandas as pd\n\nfrom ffdv_utils import compare, config, protocols",
         [("code", """
-board = compare.run_candidates(run_name, data_root, candidates, shared)
-compare.save_leaderboard(board, run.dir)
-board.round(4)
+results = protocols.run_protocols(run_name, data_root, candidates, eval_protocols, kinds_csv=kinds_csv,
+                                  test_labels=test_labels, shared=shared, n_clusters=n_clusters,
+                                  cluster_folds=cluster_folds, seed=seed)
+board = protocols.protocol_leaderboard(results)
+compare.save_leaderboard(board, run.dir, "leaderboard.csv")
+board.round(3)
 """),
+         ("md", "Per split (`held_out` names the unseen kind or the held-out clusters; `auc[kind]` is real vs that "
+                "kind):"),
          ("code", """
-if "val_auc" in board:
-    plots.leaderboard(board.dropna(subset=["val_auc"]), path=run.path("figures", "leaderboard.png"))
-curves = compare.val_curves(board)
-if curves:
-    plots.roc(curves, run.path("figures", "compare_roc.png"));
+protocols.detail_table(results).round(3)
+"""),
+         ("md", "ROC curves per protocol split (cluster folds pooled; log FPR):"),
+         ("code", """
+protocols.plot_protocol_rocs(protocols.protocol_curves(results, run.dir), run.path("figures", "protocol_roc.png"));
 """),
          ])
 
@@ -242,7 +281,11 @@ def submission_nb():
         "Scores the template's clips with this run's best checkpoint (or an ensemble of `runs`), with optional "
         "test-time augmentation, and writes `prediction.csv` (`video_name,score`) after validating it: every "
         "template row once, in order, finite scores in [0, 1]. Clips that cannot be decoded get `fallback_score` and "
-        "are listed in `prediction_issues.csv`; `prediction_sources.json` records what produced the file.",
+        "are listed in `prediction_issues.csv`; `prediction_sources.json` records what produced the file.\n\n"
+        "`runs`: run names (or `.pt` files) to ensemble, default this run; `ensemble`: `mean` of probabilities or "
+        "`rank` average; `tta`: passes averaged per clip (plain, time-reversed, shifted). `test_dir` and "
+        "`test_template` pick the clips: a template (e.g. the validation rows of phase 1) or every video in the "
+        "folder. The same scores come from `python -m ffdv_utils score --run NAME VIDEO ...`.",
         [("run", COMMON), ("test clips", TEST),
          ("prediction", {"runs": None, "ensemble": "mean", "tta": 1, "fallback_score": 0.5, "device": "auto"}),
          ("answers (sample data only)", {"test_labels": None, "test_kinds": None})],
@@ -251,7 +294,7 @@ def submission_nb():
 clips = data.list_test(data_root, test_dir, test_template)
 print(f"{len(clips)} clips to score, {int((~clips.exists).sum())} missing from {test_dir}")
 scores, sources = predict.predict_runs(runs or [run_name], clips, tta=tta, method=ensemble, device=device,
-                                       errors_csv=run.path("prediction_errors.csv"))
+                                       errors_csv=run.path("prediction_errors.csv"), fallback_score=fallback_score)
 pred = predict.write_submission(clips, scores, run.path("prediction.csv"))
 issues = predict.write_prediction_record(run, scores, sources, params)
 print(f"wrote {run.path('prediction.csv')} ({len(pred)} rows, validated); {len(issues)} clip(s) with a fallback or note")

@@ -1,0 +1,323 @@
+"""The Kaggle round trip without network: stage, check against the Kaggle CLI's rules, install offline, push
+through a stand-in ``kaggle`` executable, and local weights found through ``pretrained``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from ffdv_utils import cli, config, kaggle, predict
+
+RUN = "kaggle-fake"
+OWNER = "ffdvtester"
+
+
+@pytest.fixture(scope="module")
+def fake_run(session_outputs) -> str:
+    """A run folder with an untrained test_resnet checkpoint in the layout train.fit writes (no training needed)."""
+    from ffdv_utils.models import build_model
+    from ffdv_utils.train import TRAIN_DEFAULTS
+
+    params = {**TRAIN_DEFAULTS, "run_name": RUN, "model": "test_resnet", "image_size": 64}
+    torch.manual_seed(0)
+    model = build_model(params)
+    folder = config.run_dir(RUN)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "params": params, "epoch": 1, "metrics": {"auc": 0.5}},
+               folder / "checkpoints" / "best.pt")
+    config.save_params(folder / "params.yaml", params)
+    return RUN
+
+
+@pytest.fixture(scope="module")
+def staged(fake_run, tmp_path_factory) -> Path:
+    """``python -m ffdv_utils kaggle stage`` with an owner, isolated from any real Kaggle configuration."""
+    out = tmp_path_factory.mktemp("stage")
+    saved = {k: os.environ.pop(k, None) for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN")}
+    saved["KAGGLE_CONFIG_DIR"] = os.environ.get("KAGGLE_CONFIG_DIR")
+    os.environ["KAGGLE_CONFIG_DIR"] = str(tmp_path_factory.mktemp("no-kaggle-config"))
+    try:
+        code = cli.main(["kaggle", "stage", "--out", str(out), "--run", fake_run, "--owner", OWNER,
+                         "-p", "test_template", "test_template.csv", "-p", "tta", "2"])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert code == 0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the staged folder against the Kaggle CLI's field rules (written out here, independently of kaggle.py's checks)
+
+SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def test_kernel_metadata_follows_the_cli_rules(staged):
+    meta = json.loads((staged / "kernel-metadata.json").read_text())
+    for field in ("id", "title", "code_file", "language", "kernel_type"):
+        assert meta.get(field), field
+    owner, slug = meta["id"].split("/")
+    assert owner == OWNER and SLUG.match(slug) and 5 <= len(slug) <= 50
+    assert 5 <= len(meta["title"]) <= 50
+    assert re.sub(r"[^a-z0-9]+", "-", meta["title"].lower()).strip("-") == slug  # title resolves to the slug
+    assert meta["language"] == "python" and meta["kernel_type"] == "notebook"
+    assert (staged / meta["code_file"]).is_file()
+    assert meta["enable_internet"] is False  # present and false: the CLI's default would be true
+    assert meta["is_private"] is True and meta["enable_gpu"] is True
+    assert meta["competition_sources"] == ["multi-ffdv"]
+    assert f"{OWNER}/ffdv-utils" in meta["dataset_sources"] and len(meta["dataset_sources"]) == 2
+    assert all("<username>" not in s for s in meta["dataset_sources"])
+    assert kaggle.check_staged(staged) == []
+
+
+def test_dataset_holds_wheel_and_weights(staged, fake_run):
+    ds = staged / "dataset"
+    meta = json.loads((ds / "dataset-metadata.json").read_text())
+    assert meta["id"] == f"{OWNER}/ffdv-utils" and 6 <= len(meta["title"]) <= 50
+    assert len(meta["licenses"]) == 1 and meta["licenses"][0]["name"]
+    assert not [p for p in ds.iterdir() if p.is_dir()]  # flat: the CLI skips sub-folders
+    (wheel,) = ds.glob("ffdv_utils-*-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    package = {f"ffdv_utils/{p.name}" for p in (config.project_root() / "ffdv_utils").glob("*.py")}
+    assert package <= names  # every module of the package travels
+    assert "Name: ffdv-utils" in metadata
+    saved = torch.load(ds / f"{fake_run}-best.pt", map_location="cpu", weights_only=False)
+    assert saved["params"]["model"] == "test_resnet"
+    assert (ds / f"{fake_run}-params.yaml").is_file()
+
+
+def test_staged_notebook_installs_offline_then_runs_06_submission(staged):
+    meta = json.loads((staged / "kernel-metadata.json").read_text())
+    nb = nbformat.read(str(staged / meta["code_file"]), as_version=4)
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    assert first.cell_type == "code"
+    assert "pip install --no-index --no-deps /kaggle/input/ffdv-utils/*.whl" in first.source
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    values = {}
+    exec(injected[0].source, {}, values)  # plain literal assignments
+    assert values == {"test_template": "test_template.csv", "tta": 2, "run_name": RUN,
+                      "runs": [f"/kaggle/input/ffdv-utils/{RUN}-best.pt"]}
+    # apart from the added cells, the kernel runs exactly the notebook the tests execute
+    source = nbformat.read(str(config.notebooks_dir() / "06_submission.ipynb"), as_version=4)
+    added = {0, nb.cells.index(injected[0]), len(nb.cells) - 1}
+    kept = [c.source for i, c in enumerate(nb.cells) if i not in added]
+    assert kept == [c.source for c in source.cells]
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not re.search(r"^\s*(def|class)\s|lambda\b", cell.source, re.M)
+
+
+def test_wheel_installs_without_index_or_dependencies(staged, tmp_path):
+    (wheel,) = (staged / "dataset").glob("*.whl")
+    target = tmp_path / "site"
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
+                          "--disable-pip-version-check", "--target", str(target), str(wheel)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    # the installed copy, not the working tree, is what gets imported
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ffdv_utils, ffdv_utils.kaggle as k; "
+            "print(ffdv_utils.__file__); print(k.WHEEL_DATASET_SLUG)")
+    res = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    path, slug = res.stdout.split()
+    assert Path(path).resolve().is_relative_to(target.resolve()) and slug == "ffdv-utils"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the checks reject what the CLI rejects
+
+
+GOOD = {"id": "someone/ffdv-submission", "title": "FFDV submission", "code_file": "k.ipynb", "language": "python",
+        "kernel_type": "notebook", "enable_internet": False, "dataset_sources": ["someone/ffdv-utils"]}
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"id": "<username>/ffdv-submission"}, "placeholder"),
+    ({"id": "ffdv-submission"}, "owner/slug"),
+    ({"id": "someone/FFDV_Submission"}, "lower-case"),
+    ({"id": "someone/abc", "title": "abc long"}, "5-50"),
+    ({"title": "FFDV"}, "5-50 characters"),
+    ({"title": "Another title"}, "resolves to slug"),
+    ({"enable_internet": True}, "enable_internet"),
+    ({"enable_internet": None}, "enable_internet"),
+    ({"language": "julia"}, "language"),
+    ({"kernel_type": "app"}, "kernel_type"),
+    ({"code_file": "absent.ipynb"}, "not found"),
+    ({"title": None}, "missing required field 'title'"),
+    ({"dataset_sources": ["nobody"]}, "dataset source"),
+])
+def test_kernel_check_rejects(tmp_path, change, match):
+    nbformat.write(nbformat.v4.new_notebook(), str(tmp_path / "k.ipynb"))
+    assert kaggle.check_kernel_metadata(GOOD, tmp_path) == []
+    meta = {k: v for k, v in {**GOOD, **change}.items() if v is not None or k == "enable_internet"}
+    problems = kaggle.check_kernel_metadata(meta, tmp_path)
+    assert any(re.search(match, p) for p in problems), problems
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"title": "FFDV"}, "6-50"),
+    ({"id": "someone/tiny"}, "6-50"),
+    ({"licenses": [{"name": "CC0-1.0"}, {"name": "MIT"}]}, "exactly one"),
+    ({"licenses": None}, "licenses"),
+    ({"id": "<username>/ffdv-utils"}, "placeholder"),
+])
+def test_dataset_check_rejects(change, match):
+    good = {"title": "FFDV utils package", "id": "someone/ffdv-utils", "licenses": [{"name": "CC0-1.0"}]}
+    assert kaggle.check_dataset_metadata(good) == []
+    meta = {k: v for k, v in {**good, **change}.items() if v is not None}
+    assert any(re.search(match, p) for p in kaggle.check_dataset_metadata(meta))
+
+
+def test_dataset_check_needs_a_flat_folder_with_a_wheel(tmp_path):
+    good = {"title": "FFDV utils package", "id": "someone/ffdv-utils", "licenses": [{"name": "CC0-1.0"}]}
+    assert any("no wheel" in p for p in kaggle.check_dataset_metadata(good, tmp_path))
+    (tmp_path / "x-0.1-py3-none-any.whl").write_bytes(b"")
+    (tmp_path / "runs").mkdir()
+    assert any("sub-folders" in p for p in kaggle.check_dataset_metadata(good, tmp_path))
+
+
+def test_stage_without_owner_keeps_the_placeholder_and_reports_it(fake_run, tmp_path, monkeypatch):
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    monkeypatch.setattr(kaggle, "build_wheel", lambda dest: _fake_wheel(Path(dest)))
+    res = kaggle.stage(tmp_path / "out", fake_run, weights=False)
+    assert res["kernel_id"] == "<username>/ffdv-submission"
+    assert any("placeholder" in p for p in res["problems"])
+    assert not list((tmp_path / "out" / "dataset").glob("*.pt"))
+
+
+def _fake_wheel(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / "ffdv_utils-0.0.0-py3-none-any.whl"
+    path.write_bytes(b"")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# push: never the network
+
+
+def test_push_says_what_is_missing(staged, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no kaggle executable
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
+    assert cli.main(["kaggle", "push", "--dir", str(staged)]) == 2
+    err = capsys.readouterr().err
+    assert "kaggle CLI is not installed" in err and "KAGGLE_USERNAME and KAGGLE_KEY" in err
+
+
+FAKE_CLI = """#!{python}
+import json, sys
+from pathlib import Path
+state = Path({state!r})
+log = state / "calls.jsonl"
+with log.open("a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+args = sys.argv[1:]
+if args[:2] == ["datasets", "status"]:
+    if not (state / "created").exists():
+        print("404 - Not Found", file=sys.stderr)
+        sys.exit(1)
+    print("ready")
+elif args[:2] == ["datasets", "create"]:
+    (state / "created").write_text("1")
+    print("Your private Dataset is being created. Please check progress at https://example.invalid")
+elif args[:2] == ["datasets", "version"]:
+    print("Dataset version is being created. Please check progress at https://example.invalid")
+elif args[:2] == ["kernels", "push"]:
+    print("Kernel version 1 successfully pushed.  Please check progress at https://example.invalid")
+"""
+
+
+def test_push_runs_the_cli_in_order(staged, tmp_path, monkeypatch):
+    bindir, state = tmp_path / "bin", tmp_path / "state"
+    bindir.mkdir()
+    state.mkdir()
+    exe = bindir / "kaggle"
+    exe.write_text(FAKE_CLI.format(python=sys.executable, state=str(state)))
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("KAGGLE_USERNAME", OWNER)
+    monkeypatch.setenv("KAGGLE_KEY", "not-a-real-key")
+    assert kaggle.push(staged, message="test", wait_s=5, poll_s=0) == 0  # first time: create
+    assert kaggle.push(staged, message="again", wait_s=5, poll_s=0) == 0  # then: a new version
+    calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
+    ds_id, ds_dir = f"{OWNER}/ffdv-utils", str(staged / "dataset")
+    assert calls == [
+        ["datasets", "status", ds_id], ["datasets", "create", "-p", ds_dir], ["datasets", "status", ds_id],
+        ["kernels", "push", "-p", str(staged)],
+        ["datasets", "status", ds_id], ["datasets", "version", "-p", ds_dir, "-m", "again"],
+        ["datasets", "status", ds_id], ["kernels", "push", "-p", str(staged)],
+    ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# weights attached as datasets: the trained checkpoint and ImageNet weights for `pretrained`
+
+
+def _pretend_kaggle(monkeypatch, input_dir: Path) -> None:
+    monkeypatch.setattr(config, "KAGGLE_INPUT", input_dir)
+    monkeypatch.setattr(config, "is_kaggle", lambda: True)
+
+
+def test_staged_checkpoint_is_found_under_kaggle_input(staged, fake_run, tmp_path, monkeypatch):
+    inp = tmp_path / "input"
+    (inp / "some-mount").mkdir(parents=True)
+    os.symlink(staged / "dataset", inp / "some-mount" / "ffdv-utils")  # mounted one level deeper than named
+    _pretend_kaggle(monkeypatch, inp)
+    ckpt = predict.checkpoint_path(f"/kaggle/input/ffdv-utils/{fake_run}-best.pt")
+    assert ckpt.name == f"{fake_run}-best.pt" and ckpt.is_file()
+    model, params = predict.load_model(ckpt, device="cpu")
+    assert params["model"] == "test_resnet" and params["pretrained"] is False
+    # a run name with no local folder is looked up as <run>-best.pt as well
+    monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path / "empty-outputs"))
+    assert predict.checkpoint_path(fake_run) == ckpt
+    with pytest.raises(FileNotFoundError, match="attach"):
+        predict.checkpoint_path("no-such-run")
+
+
+def test_pretrained_local_weights_file(tmp_path, monkeypatch):
+    import timm
+    from safetensors.torch import save_file
+
+    from ffdv_utils.models import build_model, create_backbone
+
+    torch.manual_seed(123)
+    reference = timm.create_model("test_resnet", pretrained=False)
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    path = tmp_path / "test_resnet_in1k.pth"
+    torch.save(state, path)
+    key = next(k for k in state if k.endswith("weight") and state[k].ndim == 4)
+
+    loaded = create_backbone("test_resnet", pretrained=str(path))
+    assert torch.equal(loaded.state_dict()[key], state[key])
+    random_init = create_backbone("test_resnet", pretrained=False)
+    assert not torch.equal(random_init.state_dict()[key], state[key])  # so the equality above means something
+
+    # on Kaggle: the params name /kaggle/input/<dataset>/<file>; the file is found by name wherever it is mounted
+    inp = tmp_path / "input"
+    (inp / "timm-test-resnet").mkdir(parents=True)
+    save_file(state, str(inp / "timm-test-resnet" / "test_resnet.safetensors"))
+    _pretend_kaggle(monkeypatch, inp)
+    model = build_model({"model_type": "audio", "model": "test_resnet",
+                         "pretrained": "/kaggle/input/timm-test-resnet/test_resnet.safetensors"})
+    assert torch.equal(model.backbone.state_dict()[key], state[key])

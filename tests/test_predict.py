@@ -1,0 +1,191 @@
+"""Submission writing and validation, ensembles, fallback rows, and the test API against 06_submission.
+
+One tiny run (timm ``test_resnet``, 64 px, one epoch on the session's sample data) is trained once for the module;
+every score below comes from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ffdv_utils import config, predict
+from ffdv_utils.predict import SubmissionError, ensemble, validate_submission, write_submission
+
+RUN = "subm-tiny"
+NAMES = ["a.mp4", "b.mp4", "c.mp4"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# validation and writing (no model)
+
+
+def _pred(names, scores, columns=("video_name", "score")) -> pd.DataFrame:
+    return pd.DataFrame(dict(zip(columns, [list(names), list(scores)])))
+
+
+def test_validator_accepts_a_correct_file():
+    validate_submission(_pred(NAMES, [0.0, 0.5, 1.0]), NAMES)
+
+
+@pytest.mark.parametrize("pred, match", [
+    (_pred(["a.mp4", "c.mp4"], [0.1, 0.2]), "missing.*b.mp4"),
+    (_pred(NAMES + ["d.mp4"], [0.1, 0.2, 0.3, 0.4]), "not in the template.*d.mp4"),
+    (_pred(["b.mp4", "a.mp4", "c.mp4"], [0.1, 0.2, 0.3]), "order"),
+    (_pred(["a.mp4", "b.mp4", "b.mp4", "c.mp4"], [0.1, 0.2, 0.2, 0.3]), "duplicate.*b.mp4"),
+    (_pred(["a.mp4", "a.mp4", "c.mp4"], [0.1, 0.2, 0.3]), "duplicate"),
+    (_pred(NAMES, [0.1, float("nan"), 0.3]), "row 3 .*b.mp4"),
+    (_pred(NAMES, [0.1, float("inf"), 0.3]), "finite"),
+    (_pred(NAMES, [0.1, 1.2, 0.3]), "in \\[0, 1\\]"),
+    (_pred(NAMES, [-0.01, 0.2, 0.3]), "row 2"),
+    (_pred(NAMES, [0.1, "abc", 0.3]), "abc"),
+    (_pred(NAMES, [0.1, 0.2, 0.3], columns=("video_name", "label")), "columns"),
+    (_pred(NAMES, [0.1, 0.2, 0.3], columns=("name", "score")), "columns"),
+    (_pred(NAMES, [0.1, 0.2, 0.3]).assign(extra=1), "columns"),
+], ids=["missing", "extra", "order", "duplicate", "duplicate-same-length", "nan", "inf", "above-1", "below-0",
+        "text", "header-label", "header-name", "extra-column"])
+def test_validator_rejects(pred, match):
+    with pytest.raises(SubmissionError, match=match):
+        validate_submission(pred, NAMES)
+
+
+def test_write_submission_keeps_template_order_and_spelling(tmp_path):
+    # the template may spell names without ".mp4"; the file must use the template's spelling and order
+    template = pd.DataFrame({"video_name": ["c.mp4", "a.mp4", "b.mp4"], "template_name": ["c", "a.mp4", "b"]})
+    scores = pd.DataFrame({"video_name": ["a.mp4", "b.mp4", "c.mp4"], "score": [0.25, 0.5, 0.75]})
+    out = tmp_path / "prediction.csv"
+    write_submission(template, scores, out)
+    back = pd.read_csv(out, dtype={"video_name": str})
+    assert list(back.columns) == ["video_name", "score"]
+    assert list(back.video_name) == ["c", "a.mp4", "b"]
+    assert list(back.score) == [0.75, 0.25, 0.5]
+
+    out2 = tmp_path / "refused.csv"
+    with pytest.raises(SubmissionError, match="no score.*c.mp4"):
+        write_submission(template, scores[scores.video_name != "c.mp4"], out2)
+    with pytest.raises(SubmissionError, match="finite"):
+        write_submission(template, scores.assign(score=[0.1, 2.0, 0.3]), out2)
+    assert not out2.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_ensemble_mean_and_rank():
+    a = pd.DataFrame({"score": [0.1, 0.9, 0.5]})
+    b = pd.DataFrame({"score": [0.3, 0.2, 0.8]})
+    assert np.allclose(ensemble([a, b], "mean"), [0.2, 0.55, 0.65])
+    # ranks a: 1 3 2, b: 2 1 3 -> mean 1.5 2 2.5 -> scaled (r - 1) / (n - 1)
+    assert np.allclose(ensemble([a, b], "rank"), [0.25, 0.5, 0.75])
+    # ties share their average rank
+    c = pd.DataFrame({"score": [0.5, 0.5, 0.9]})
+    assert np.allclose(ensemble([c], "rank"), [0.25, 0.25, 1.0])
+    with pytest.raises(ValueError, match="mean or rank"):
+        ensemble([a, b], "median")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# with a trained tiny run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(sample, session_outputs) -> str:
+    from ffdv_utils import train
+
+    p = {**train.TRAIN_DEFAULTS, "run_name": RUN, "data_root": str(sample["data_root"]), "model": "test_resnet",
+         "image_size": 64, "batch_size": 8, "epochs": 1, "feature_workers": 1, "progress": False}
+    run = config.start_run(p, "03_train")
+    train.fit(p, run)
+    assert (run.dir / "checkpoints" / "best.pt").is_file()
+    return RUN
+
+
+@pytest.fixture(scope="module")
+def sub_root(sample, tmp_path_factory) -> dict:
+    """A data root whose template holds real test clips, a clip with no file and a file that is not a video."""
+    root = tmp_path_factory.mktemp("subroot")
+    src = sample["data_root"] / "testset"
+    (root / "testset").mkdir()
+    real = sorted(p.name for p in src.glob("*.mp4"))[:3]
+    for name in real:
+        os.symlink(src / name, root / "testset" / name)
+    (root / "testset" / "corrupt.mp4").write_bytes(b"this is not an mp4 file" * 50)
+    # template order differs from the folder's; one name without its suffix, as some templates write them
+    spelled = [real[2], "missing.mp4", real[0][:-4], "corrupt.mp4", real[1]]
+    (root / "template.csv").write_text("video_name,score\n" + "".join(f"{n},\n" for n in spelled))
+    return {"root": root, "real": real, "spelled": spelled, "paths": [str(root / "testset" / n) for n in real]}
+
+
+def test_notebook_prediction_matches_score_api_and_cli(tiny_run, sub_root, capsys, monkeypatch, tmp_path):
+    from ffdv_utils.pipeline import run_pipeline
+
+    folder = run_pipeline(tiny_run, sub_root["root"], overrides={"test_template": "template.csv", "tta": 1},
+                          only=["06_submission"], progress=False)
+    pred = pd.read_csv(folder / "prediction.csv", dtype={"video_name": str})
+    assert list(pred.video_name) == sub_root["spelled"]  # every template row, in order, as spelled
+    by_name = dict(zip(pred.video_name, pred.score))
+    assert by_name["missing.mp4"] == predict.FALLBACK_SCORE
+    assert by_name["corrupt.mp4"] == predict.FALLBACK_SCORE
+    issues = pd.read_csv(folder / "prediction_issues.csv")
+    flagged = dict(zip(issues.video_name, issues.status))
+    assert flagged["missing.mp4"].startswith("fallback: file not found")
+    assert flagged["corrupt.mp4"].startswith("fallback")
+    sources = json.loads((folder / "prediction_sources.json").read_text())
+    assert sources["n_fallback"] == 2 and sources["n_rows"] == 5
+    (src,) = sources["runs"]
+    assert src["run"] == tiny_run and src["checkpoint"].endswith("best.pt") and len(src["checkpoint_sha256"]) == 64
+    assert src["train_params"]["model"] == "test_resnet" and src["epoch"] == 1
+
+    real = sub_root["real"]
+    expected = [by_name[real[0][:-4]], by_name[real[1]], by_name[real[2]]]
+    assert len(set(np.round(expected, 6))) == 3, "the tiny model gives the clips distinct scores"
+    # a fresh feature cache: the API must recompute the features itself and still agree
+    monkeypatch.setenv("FFDV_CACHE", str(tmp_path / "fresh-cache"))
+    api = predict.score_videos(sub_root["paths"], tiny_run)
+    assert list((tmp_path / "fresh-cache").glob("mel-*/entries/*/*.npy"))
+    assert np.allclose(api, expected, atol=2e-6)  # the CSV keeps six decimals
+    assert predict.score_video(sub_root["paths"][1], tiny_run) == pytest.approx(api[1], abs=1e-7)
+
+    # the command line (`python -m ffdv_utils score` runs cli.main), in this process to save an interpreter start
+    from ffdv_utils import cli
+
+    missing = str(sub_root["root"] / "testset" / "missing.mp4")
+    capsys.readouterr()
+    assert cli.main(["score", "--run", tiny_run, *sub_root["paths"], missing]) == 0
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert lines[0] == "video_name,score"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[0] for r in rows] == real + ["missing.mp4"]
+    assert np.allclose([float(r[1]) for r in rows], expected + [predict.FALLBACK_SCORE], atol=2e-6)
+    assert "missing.mp4: fallback: file not found" in err
+
+
+def test_predict_runs_rank_ensemble_and_all_fallback_rows(tiny_run, sub_root):
+    clips = pd.DataFrame({"video_name": sub_root["real"] + ["missing.mp4"],
+                          "path": sub_root["paths"] + [str(sub_root["root"] / "missing.mp4")]})
+    single, _ = predict.predict_runs([tiny_run], clips, progress=False)
+    both, record = predict.predict_runs([tiny_run, tiny_run], clips, method="rank", progress=False,
+                                        fallback_score=0.25)
+    assert len(record) == 2 and record[0]["checkpoint_sha256"] == record[1]["checkpoint_sha256"]
+    ranks = single.score[:3].rank().to_numpy()
+    # the three real clips keep their order; the clip every run fell back on keeps the fallback value
+    assert np.array_equal(both.score[:3].rank().to_numpy(), ranks)
+    assert both.score.iloc[3] == 0.25 and both.status.iloc[3] == "fallback: file not found"
+    assert single.score.iloc[3] == predict.FALLBACK_SCORE
+    with pytest.raises(config.ConfigError, match="mean or rank"):
+        predict.predict_runs([tiny_run], clips, method="vote", progress=False)
+
+
+def test_same_name_in_another_folder_is_not_read_from_the_cache(tiny_run, sample, tmp_path):
+    clips = sorted((sample["data_root"] / "valset").glob("*.mp4"))
+    a, b = clips[0], clips[1]
+    score_a = predict.score_video(a, tiny_run)
+    score_b = predict.score_video(b, tiny_run)
+    assert abs(score_a - score_b) > 1e-5, "precondition: two different clips score differently"
+    impostor = tmp_path / a.name  # b's content under a's name, in another folder
+    shutil.copyfile(b, impostor)
+    assert predict.score_video(impostor, tiny_run) == pytest.approx(score_b, abs=1e-6)
+    assert predict.score_video(a, tiny_run) == pytest.approx(score_a, abs=1e-6)  # and back again

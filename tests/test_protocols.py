@@ -1,0 +1,123 @@
+"""Protocols: held-out kinds never leak into training, clusters are held out whole, split files round-trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ffdv_utils import protocols
+
+KINDS = ("real", "audio", "visual", "av_mismatch")
+
+
+@pytest.fixture()
+def data_root(tmp_path):
+    """An FFDV-layout folder with empty video files (the protocols only need names, labels and kinds)."""
+    root = tmp_path / "data"
+    rows = []
+    rng = np.random.default_rng(0)
+    for split, folder, n in (("train", "trainset", 24), ("val", "valset", 12), ("test", "testset", 8)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            kind = KINDS[i % 4]
+            name = f"{split}{i:02d}{rng.integers(1000)}.mp4"
+            (root / folder / name).write_bytes(b"")
+            rows.append((name, split, int(kind != "real"), kind))
+    df = pd.DataFrame(rows, columns=["video_name", "split", "target", "kind"])
+    for split, fname in (("train", "train_label.txt"), ("val", "val_label.txt")):
+        df[df.split == split][["video_name", "target"]].to_csv(root / fname, index=False)
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    df[df.split == "test"][["video_name", "target"]].to_csv(answers / "test_label.txt", index=False)
+    df.to_csv(answers / "manipulations.csv", index=False)
+    return root
+
+
+def test_held_out_kind_never_trains_on_the_held_out_kind(data_root) -> None:
+    kinds_csv = data_root.parent / "answers" / "manipulations.csv"
+    splits = protocols.make_splits(data_root, ["plain", "held_out_kind"], kinds_csv=kinds_csv)
+    held = [s for s in splits if s.protocol == "held_out_kind"]
+    assert sorted(s.held_out for s in held) == ["audio", "av_mismatch", "visual"]
+    for s in held:
+        assert s.held_out not in set(s.train.kind)
+        assert set(s.eval.kind) == {"real", s.held_out}
+        assert not set(s.train.video_name) & set(s.eval.video_name)
+        all_of_kind = pd.read_csv(kinds_csv).query("kind == @s.held_out and split != 'test'").video_name
+        assert set(all_of_kind) <= set(s.eval.video_name)  # every clip of the kind is evaluated
+        assert set(s.eval[s.eval.kind == "real"].video_name) <= set(splits[0].eval.video_name)  # val reals
+    plain = splits[0]
+    assert set(plain.train.split) == {"train"} and set(plain.eval.split) == {"val"}
+
+
+def test_without_kinds_the_cluster_protocol_stands_in(data_root, monkeypatch) -> None:
+    def fake_stats(clips, params=None, index=None, workers=None, progress=False):
+        return pd.DataFrame({"video_name": clips.video_name, "fps": np.arange(len(clips)) % 3 * 10.0})
+
+    monkeypatch.setattr(protocols, "clip_statistics", fake_stats)
+    with pytest.warns(UserWarning, match="kinds_csv"):
+        splits = protocols.make_splits(data_root, ["held_out_kind"], n_clusters=3, cluster_folds=3)
+    assert [s.protocol for s in splits] == ["cluster"] * 3
+
+
+def test_cluster_splits_hold_whole_clusters_out() -> None:
+    rng = np.random.default_rng(1)
+    n = 60
+    clips = pd.DataFrame({"video_name": [f"c{i}" for i in range(n)], "target": rng.integers(0, 2, n),
+                          "split": "train", "folder": "trainset"})
+    centres = rng.normal(0, 10, (5, 3))
+    truth = rng.integers(0, 5, n)
+    stats = pd.DataFrame(centres[truth] + rng.normal(0, 0.1, (n, 3)), columns=["fps", "log_pixels", "mel_mean"])
+    clusters = protocols.cluster_assign(stats, n_clusters=5)
+    assert pd.crosstab(clusters, truth).gt(0).sum(axis=1).eq(1).all()  # well separated groups are found
+    splits = protocols.cluster_splits(clips, clusters, n_folds=2)
+    assert len(splits) == 2
+    evaluated = pd.concat([s.eval for s in splits])
+    assert sorted(evaluated.video_name) == sorted(clips.video_name)  # every clip evaluated exactly once
+    for s in splits:
+        assert not set(s.train.cluster) & set(s.eval.cluster)  # no cluster on both sides
+        assert len(s.train) + len(s.eval) == n
+
+
+def test_split_file_round_trip_and_test_protocol(data_root) -> None:
+    answers = data_root.parent / "answers"
+    splits = protocols.make_splits(data_root, ["plain", "test"], kinds_csv=answers / "manipulations.csv",
+                                   test_labels=answers / "test_label.txt")
+    test = splits[1]
+    assert test.train_key() == splits[0].train_key()  # same training set: one model serves both
+    assert len(test.eval) == 8 and set(test.eval.folder) == {"testset"}
+    path = protocols.write_split(test, data_root.parent / "split.csv")
+    train, evals = protocols.read_split(path, data_root)
+    assert list(train.video_name) == list(test.train.video_name)
+    assert list(evals.video_name) == list(test.eval.video_name)
+    assert all(p.startswith(str(data_root)) for p in evals.path)
+    assert (evals.target.to_numpy() == test.eval.target.to_numpy()).all()
+
+
+def test_evaluate_scores_and_one_leaderboard() -> None:
+    ev = pd.DataFrame({"video_name": list("abcdef"), "target": [0, 0, 1, 1, 1, 1],
+                       "kind": ["real", "real", "audio", "audio", "visual", "visual"]})
+    split = protocols.Split("plain", "plain", ev.iloc[:0], ev)
+    scores = pd.DataFrame({"video_name": list("abcdef"), "score": [0.1, 0.2, 0.9, 0.8, 0.15, 0.05]})
+    m = protocols.evaluate_scores(split, scores)
+    assert m["auc[audio]"] == 1.0 and m["auc[visual]"] == 0.25
+    rows = pd.DataFrame([
+        {"protocol": "plain", "split": "plain", "held_out": "", "name": "audio", "auc": 0.6, "tpr@fpr=1e-2": 0.1,
+         "tpr@fpr=1e-3": 0.1, "auc[audio]": 1.0, "n_params": 2e6},
+        {"protocol": "plain", "split": "plain", "held_out": "", "name": "fusion", "auc": 0.9, "tpr@fpr=1e-2": 0.3,
+         "tpr@fpr=1e-3": 0.2, "auc[audio]": 0.95, "n_params": 4e6},
+        {"protocol": "held_out_kind", "split": "holdout-audio", "held_out": "audio", "name": "fusion", "auc": 0.7,
+         "tpr@fpr=1e-2": 0.0, "tpr@fpr=1e-3": 0.0, "n_params": 4e6},
+        {"protocol": "held_out_kind", "split": "holdout-visual", "held_out": "visual", "name": "fusion",
+         "auc": 0.5, "tpr@fpr=1e-2": 0.0, "tpr@fpr=1e-3": 0.0, "n_params": 4e6},
+    ])
+    board = protocols.protocol_leaderboard(rows)
+    assert list(board.name) == ["fusion", "audio"]
+    assert board.loc[0, "held_out_kind auc"] == pytest.approx(0.6)
+    assert board.loc[0, "unseen visual auc"] == 0.5
+    assert {"plain auc", "plain tpr@fpr=1e-2", "plain tpr@fpr=1e-3", "plain auc[audio]", "params_M"} <= set(board)
+
+
+def test_unknown_protocol_is_refused(data_root) -> None:
+    with pytest.raises(ValueError, match="unknown protocol"):
+        protocols.make_splits(data_root, ["loso"])

@@ -1,0 +1,338 @@
+"""Training at speed and scale: the batched cache loader, determinism, resume after SIGKILL, DDP on CPU (gloo).
+
+Tiny data (timm ``test_resnet``, 32x32 images), one CPU thread per process: the machine's cores are shared and
+CPU kernels give bit-identical results only with a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from ffdv_utils import config, train
+from ffdv_utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, ClipDataset, batch_loader, clip_datasets,
+                                 prepare_batch)
+
+HERE = Path(__file__).resolve().parent
+TINY = {"model": "test_resnet", "image_size": 32, "batch_size": 8, "epochs": 2, "progress": False, "lr": 3.0e-3,
+        "device": "cpu", "seed": 7}
+
+
+def tiny_datasets(n_train: int = 48, n_val: int = 24, size: int = 32, seed: int = 0) -> tuple[ClipDataset,
+                                                                                              ClipDataset]:
+    """Mel-like uint8 images where fakes carry a brighter low band: learnable in a few steps, not trivially."""
+    rng = np.random.default_rng(seed)
+
+    def part(n: int, prefix: str) -> ClipDataset:
+        y = (np.arange(n) % 2).astype(np.float32)
+        rng.shuffle(y)
+        mels = rng.integers(0, 140, (n, size, size)).astype(np.uint8)
+        mels[y == 1, : size // 4] += rng.integers(20, 80, (int(y.sum()), 1, 1)).astype(np.uint8)
+        return ClipDataset([f"{prefix}{i:03d}.mp4" for i in range(n)], y, mels=mels,
+                           has_audio=rng.random(n) > 0.1)
+
+    return part(n_train, "tr"), part(n_val, "va")
+
+
+@pytest.fixture()
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _env(tmp_path: Path) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "FFDV_OUTPUTS": str(tmp_path / "out"),
+            "PYTHONWARNINGS": "ignore"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# loader
+
+
+def test_get_batch_equals_collated_items():
+    rng = np.random.default_rng(1)
+    n = 30
+    ds = ClipDataset([f"c{i}" for i in range(n)], rng.integers(0, 2, n), mels=rng.integers(0, 255, (n, 6, 9),
+                                                                                           dtype=np.uint8),
+                     has_audio=rng.random(n) > 0.3, faces=rng.integers(0, 255, (n, 2, 5, 5, 3), dtype=np.uint8),
+                     av_swap_prob=0.5, seed=3)
+    ds.set_epoch(4)
+    idx = [17, 3, 29, 3, 0, 11]
+    batch, ref = ds.get_batch(idx), default_collate([ds[i] for i in idx])
+    assert set(batch) == set(ref)
+    for k in ref:
+        assert batch[k].dtype == ref[k].dtype and torch.equal(batch[k], ref[k]), k
+    assert batch["mel"].shape == (6, 1, 6, 9) and batch["faces"].shape == (6, 2, 3, 5, 5)
+    # the swap draws depend on the epoch: another epoch relabels other clips
+    other = ds.get_batch(list(range(n)), epoch=5)["target"]
+    assert not torch.equal(other, ds.get_batch(list(range(n)), epoch=4)["target"])
+
+
+def test_batch_loader_order_is_reproducible_and_complete():
+    ds, _ = tiny_datasets(37, 2)
+    loader = batch_loader(ds, 8, shuffle=True, seed=5)
+
+    def epoch_order(e: int) -> list[int]:
+        loader.batch_sampler_.set_epoch(e)
+        return torch.cat([b["index"] for b in loader]).tolist()
+
+    e0, e1 = epoch_order(0), epoch_order(1)
+    assert sorted(e0) == list(range(37)) and sorted(e1) == list(range(37))
+    assert e0 != e1 and e0 == epoch_order(0)  # a new order per epoch, the same one when the epoch comes again
+    assert len(loader) == 5
+    tail = batch_loader(ds, 6, shuffle=True)  # 37 = 6 * 6 + 1: BatchNorm cannot train on the lone last item
+    assert len(tail) == 6 and [len(b["index"]) for b in tail] == [6] * 6
+    assert [len(b["index"]) for b in batch_loader(ds, 6)] == [6] * 6 + [1]  # evaluation keeps every item
+    # training shards (DistributedSampler): padded to equal lengths, disjoint apart from the padding
+    parts = []
+    for r in range(3):
+        shard = batch_loader(ds, 5, shuffle=True, seed=5, rank=r, world=3)
+        shard.batch_sampler_.set_epoch(0)
+        parts.append(torch.cat([b["index"] for b in shard]).tolist())
+    assert {len(p) for p in parts} == {13} and set(sum(parts, [])) == set(range(37))
+    # evaluation shards: every item exactly once
+    val = [torch.cat([b["index"] for b in batch_loader(ds, 4, rank=r, world=3, pad=False)]).tolist()
+           for r in range(3)]
+    assert sorted(sum(val, [])) == list(range(37))
+
+
+def test_persistent_workers_see_the_epoch():
+    """set_epoch in the main process does not reach a persistent worker's copy: the epoch must travel along."""
+    n = 16
+    ds = ClipDataset([f"c{i}" for i in range(n)], np.zeros(n), mels=np.zeros((n, 4, 4), np.uint8),
+                     av_swap_prob=0.5, seed=1)
+    loader = batch_loader(ds, n, num_workers=1)
+    for epoch in (0, 1, 2):
+        ds.set_epoch(epoch)
+        loader.batch_sampler_.set_epoch(epoch)
+        got = next(iter(loader))["target"]
+        assert torch.equal(got, ds.get_batch(list(range(n)), epoch=epoch)["target"])
+    assert 0 < float(got.sum()) < n
+
+
+def test_memmap_slice_pickles_as_a_reference(tmp_path):
+    arr = np.lib.format.open_memmap(tmp_path / "m.npy", mode="w+", dtype=np.uint8, shape=(50, 32, 32))
+    arr[:] = np.random.default_rng(0).integers(0, 255, arr.shape, dtype=np.uint8)
+    arr.flush()
+    del arr
+    mm = np.load(tmp_path / "m.npy", mmap_mode="r")
+    ds = ClipDataset([str(i) for i in range(30)], np.zeros(30), mels=mm[13:43])
+    blob = pickle.dumps(ds)
+    back = pickle.loads(blob)
+    assert len(blob) < 5000 < mm[13:43].nbytes  # the file is reopened, not copied into every spawned worker
+    assert isinstance(back.mels, np.memmap) and np.array_equal(back.mels, mm[13:43])
+
+
+def test_prepare_batch_normalises_on_device():
+    mel = torch.randint(0, 256, (3, 1, 5, 7), dtype=torch.uint8)
+    out = prepare_batch({"mel": mel, "target": torch.tensor([0, 1, 1])}, "cpu", channels_last=True)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    ref = (mel.float().expand(-1, 3, -1, -1) / 255 - mean) / std
+    assert out["mel"].shape == (3, 3, 5, 7) and out["target"].dtype == torch.float32
+    assert torch.allclose(out["mel"], ref, atol=1e-5)
+    assert out["mel"].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_amp_dtype_by_gpu_generation(monkeypatch):
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert train.amp_dtype("auto", cpu) is None and train.amp_dtype("bf16", cpu) is None
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # T4: bf16 only emulated
+    assert train.amp_dtype("auto", gpu) == torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))  # H100
+    assert train.amp_dtype("auto", gpu) == torch.bfloat16
+    assert train.amp_dtype("fp16", gpu) == torch.float16 and train.amp_dtype(False, gpu) is None
+
+
+def test_gather_predictions_sorts_by_index():
+    idx, s = train.gather_predictions(np.array([4, 0, 2]), np.array([0.4, 0.0, 0.2]))
+    assert idx.tolist() == [0, 2, 4] and s.tolist() == [0.0, 0.2, 0.4]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# determinism and resume
+
+
+def _fit(tmp_path: Path, name: str, data: tuple[int, int] = (48, 24), **over) -> tuple[dict, pd.DataFrame]:
+    tr, va = tiny_datasets(*data)
+    p = {**train.TRAIN_DEFAULTS, **TINY, "run_name": name, **over}
+    run = config.Run(name=name, dir=tmp_path / name, params=p)
+    result = train.fit(p, run, tr, va)
+    return result, pd.read_csv(run.path("history.csv"))
+
+
+def _comparable(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns=["train_time_s", "images_per_s", "data_wait_s", "loader_share"])
+
+
+def test_same_seed_same_metrics(tmp_path, one_thread):
+    over = {"augment": "spec", "mixup_alpha": 0.4, "av_swap_prob": 0.2}  # every random draw the loop makes
+    r1, h1 = _fit(tmp_path, "a", **over)
+    r2, h2 = _fit(tmp_path, "b", **over)
+    r3, h3 = _fit(tmp_path, "c", **over, seed=8)
+    pd.testing.assert_frame_equal(_comparable(h1), _comparable(h2))
+    assert {k: v for k, v in r1.items() if k.startswith("val_")} == {k: v for k, v in r2.items()
+                                                                      if k.startswith("val_")}
+    assert not np.allclose(h1.train_loss, h3.train_loss)  # the seed does matter
+    assert len(h1) == 2 and h1.loader_share.between(0, 1).all()
+    assert (tmp_path / "a" / "checkpoints" / "best.pt").is_file()
+
+
+_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+sys.path.insert(0, {here!r})
+from test_train import tiny_datasets
+from ffdv_utils import config, train
+cfg = json.loads(sys.argv[1])
+run_dir = Path(cfg.pop("run_dir"))
+if cfg.pop("wait_for_go"):
+    sys.stdin.readline()  # started early so that its imports are off the test's critical path
+tr, va = tiny_datasets(cfg.pop("n_train"), cfg.pop("n_val"))
+p = dict(train.TRAIN_DEFAULTS, **cfg)
+train.fit(p, config.Run(name=p["run_name"], dir=run_dir, params=p), tr, va)
+"""
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, one_thread):
+    script = tmp_path / "fit_tiny.py"
+    script.write_text(_SCRIPT.format(here=str(HERE)))
+    epochs = 4
+    base = {**TINY, "epochs": epochs, "step_size": 2, "augment": "spec", "mixup_alpha": 0.4, "n_train": 64,
+            "n_val": 32}
+
+    def launch(name: str, wait: bool = False) -> subprocess.Popen:
+        cfg = {**base, "run_name": name, "run_dir": str(tmp_path / name), "wait_for_go": wait}
+        return subprocess.Popen([sys.executable, str(script), json.dumps(cfg)], env=_env(tmp_path), text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    killed, resumed = launch("killed"), launch("killed", wait=True)
+    try:
+        # the uninterrupted reference, here while the subprocesses start (one thread each, like them)
+        _fit(tmp_path, "whole", **{k: v for k, v in base.items() if k not in ("n_train", "n_val")},
+             data=(base["n_train"], base["n_val"]))
+        last = tmp_path / "killed" / "checkpoints" / "last.pt"
+        deadline = time.time() + 90
+        while not last.is_file():
+            assert killed.poll() is None, killed.communicate()[0]
+            assert time.time() < deadline, "no checkpoint after 90 s"
+            time.sleep(0.01)
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait(10)
+        done = torch.load(last, map_location="cpu", weights_only=False)["epoch"]  # 0-based, completed
+        assert done < epochs - 1, "the run finished before it could be killed"
+        assert not (tmp_path / "killed" / "metrics.json").exists()
+        out, _ = resumed.communicate("go\n", timeout=120)
+        assert resumed.returncode == 0, out
+    finally:
+        for proc in (killed, resumed):
+            if proc.poll() is None:
+                proc.kill()
+    m_whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    m_res = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert m_whole["resumed_from_epoch"] == 0 and m_res["resumed_from_epoch"] == done + 1
+    h_whole = pd.read_csv(tmp_path / "whole" / "history.csv")
+    h_res = pd.read_csv(tmp_path / "killed" / "history.csv")
+    assert h_res.epoch.tolist() == list(range(1, epochs + 1))
+    pd.testing.assert_frame_equal(_comparable(h_res), _comparable(h_whole))
+    assert {k: v for k, v in m_res.items() if k.startswith("val_") or k == "best_epoch"} == \
+        {k: v for k, v in m_whole.items() if k.startswith("val_") or k == "best_epoch"}
+    s_whole = pd.read_csv(tmp_path / "whole" / "val_predictions.csv")
+    s_res = pd.read_csv(tmp_path / "killed" / "val_predictions.csv")
+    pd.testing.assert_frame_equal(s_res, s_whole)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DDP on the CPU: torchrun, 2 processes, gloo, the real command line on a tiny data root
+
+
+def _tiny_data_root(root: Path) -> Path:
+    from ffdv_utils.bench import make_clip
+
+    for split, folder, n in (("train", "trainset", 12), ("val", "valset", 7)):
+        names = [f"{split}_{i:02d}.mp4" for i in range(n)]
+        for i, name in enumerate(names):
+            make_clip(root / folder / name, seconds=0.5, width=32, height=32, fps=8, seed=i + (100 if split == "val"
+                                                                                               else 0),
+                      face=False, silent=(i % 3 == 2))
+        pd.DataFrame({"video_name": names, "target": [i % 2 for i in range(n)]}).to_csv(
+            root / f"{split}_label.txt", index=False)
+    return root
+
+
+def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
+    data = _tiny_data_root(tmp_path / "data")
+    over = {**TINY, "batch_size": 4, "feature_workers": 1}
+    params = tmp_path / "tiny.yaml"
+    params.write_text("epochs: 2\nmax_train_clips: 10\n")  # also checks that -f reaches the script
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "ffdv_utils.train", "--data-root", str(data), "--run-name", "ddp", "-f", str(params)]
+    for k, v in over.items():
+        cmd += ["-p", k, json.dumps(v)]
+    env = _env(tmp_path)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = tmp_path / "out" / "ddp"
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = pd.read_csv(run / "history.csv")
+    assert metrics["world_size"] == 2 and len(history) == 2
+    assert (history.images_per_s > 0).all()
+    val = pd.read_csv(run / "val_predictions.csv")
+    assert sorted(val.video_name) == [f"val_{i:02d}.mp4" for i in range(7)]  # each clip once, from both shards
+    # the gathered scores are what one process scoring the whole validation set with best.pt gets
+    best = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    p = {**best["params"], "data_root": str(data)}
+    monkeypatch.setenv("FFDV_OUTPUTS", env["FFDV_OUTPUTS"])  # the same feature cache
+    model = train.build_model(p)
+    model.load_state_dict(best["model"])
+    _, val_ds = clip_datasets(p, ("mel",), progress=False)
+    idx, scores = train.predict_loader(model, batch_loader(val_ds, 64), torch.device("cpu"))
+    single = pd.DataFrame({"video_name": [val_ds.names[i] for i in idx], "score": scores})
+    merged = val.merge(single, on="video_name", suffixes=("", "_single"))
+    assert len(merged) == 7
+    np.testing.assert_allclose(merged.score, merged.score_single, rtol=0, atol=1e-5)
+    assert metrics["val_n"] == 7
+    # the notebook afterwards (one process, data root found its own way): resumes the finished run, only evaluates
+    again = train.fit({**config.load_run_params(run), "data_root": f"{data}/", "progress": False},
+                      config.Run(name="ddp", dir=run))
+    assert again["resumed_from_epoch"] == 2 and again["best_epoch"] == metrics["best_epoch"]
+    assert again["val_log_loss"] == pytest.approx(metrics["val_log_loss"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# benchmark
+
+
+def test_bench_train_tiny(one_thread, capsys):
+    from ffdv_utils.bench_train import bench_train
+    from ffdv_utils.cli import build_parser
+
+    r = bench_train(model="test_resnet", image_size=32, batch=4, steps=2, warmup=1, progress=False)
+    for key in ("baseline_img_s", "workspace_img_s", "memory_img_s", "baseline_loader_img_s",
+                "workspace_loader_img_s"):
+        assert r[key] > 0, key
+    assert r["speedup"] == pytest.approx(r["workspace_img_s"] / r["baseline_img_s"])
+    assert 0 <= r["workspace_loader_share"] < 1 and 0 <= r["baseline_loader_share"] < 1
+    # slicing the memory map beats decoding JPEG files by a wide margin, even on a busy machine
+    assert r["loader_speedup"] > 3
+    args = build_parser().parse_args(["bench", "train", "--model", "test_resnet", "--steps", "1", "--batch", "2",
+                                      "--image-size", "16", "--quiet"])
+    assert args.func(args) == 0  # `python -m ffdv_utils bench train ...` reaches bench_train
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert json.loads(last)["model"] == "test_resnet"
