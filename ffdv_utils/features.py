@@ -634,7 +634,7 @@ _W: dict[str, Any] = {}  # per-worker state set by _init_worker
 
 
 def _limit_threads() -> None:
-    """One thread per library inside a worker: the pool already uses every core."""
+    """One thread per library inside a fresh (spawn / forkserver) worker: the pool already uses every core."""
     cv2.setNumThreads(1)
     try:
         from threadpoolctl import threadpool_limits
@@ -644,11 +644,36 @@ def _limit_threads() -> None:
         pass
     if "torch" in sys.modules:  # only if something imported it; importing it here would cost ~200 MB per worker
         sys.modules["torch"].set_num_threads(1)
-    if "numba" in sys.modules:
+
+
+class _parent_single_threaded:
+    """Before forking: one thread for OpenCV, BLAS and torch in this process, restored when the pool is done.
+
+    Forked workers inherit the setting. Changing it inside a forked child is not safe: cv2.setNumThreads() there
+    hangs for good when the parent had already used OpenCV's thread pool (found by the test suite).
+    """
+
+    def __enter__(self) -> None:
+        self.cv2 = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        self.blas = None
         try:
-            sys.modules["numba"].set_num_threads(1)
-        except Exception:
+            from threadpoolctl import threadpool_limits
+
+            self.blas = threadpool_limits(1)
+        except ImportError:
             pass
+        self.torch = None
+        if "torch" in sys.modules:
+            self.torch = sys.modules["torch"].get_num_threads()
+            sys.modules["torch"].set_num_threads(1)
+
+    def __exit__(self, *exc: Any) -> None:
+        cv2.setNumThreads(self.cv2)
+        if self.blas is not None:
+            self.blas.restore_original_limits()
+        if self.torch is not None:
+            sys.modules["torch"].set_num_threads(self.torch)
 
 
 def _init_worker(kind: str, params: dict, root: str, limit_threads: bool = True) -> None:
@@ -798,12 +823,20 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
     try:
         if n_workers == 1 or len(pending) <= 1:
             _init_worker(*init_args, limit_threads=False)
-            for task in pending:
-                handle(_work(task))
+            with _parent_single_threaded():  # one worker means one core, here too (BLAS would take two)
+                for task in pending:
+                    handle(_work(task))
         else:
             ctx = mp_.get_context(start_method or _default_start_method())
+            if ctx.get_start_method() == "forkserver":
+                # Workers fork from a server that has imported this module (numpy, OpenCV, PyAV, pandas) once,
+                # instead of importing it each (about a second apiece). No effect once the server is running.
+                ctx.set_forkserver_preload([__name__, "scipy.fft", "soxr"])
             chunk = chunksize or max(1, min(16, len(pending) // (n_workers * 8)))
-            with _single_thread_env(), ctx.Pool(n_workers, initializer=_init_worker, initargs=init_args) as pool:
+            forked = ctx.get_start_method() == "fork"
+            init_args = (*init_args, not forked)
+            with _single_thread_env(), _parent_single_threaded() if forked else _main_script_hidden(), \
+                    ctx.Pool(n_workers, initializer=_init_worker, initargs=init_args) as pool:
                 for row in pool.imap_unordered(_work, pending, chunksize=chunk):
                     handle(row)
     finally:
@@ -820,10 +853,31 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
     return root, stats
 
 
+class _main_script_hidden:
+    """Keeps spawn / forkserver workers from re-running the user's script while the pool starts them.
+
+    Workers only need this module, but multiprocessing re-imports a ``python script.py`` main module in every
+    new worker; a script without an ``if __name__ == "__main__":`` guard would then start pools from its
+    workers, which die and are replaced without end. Hiding ``__main__.__file__`` for the moment the workers
+    start makes them skip that import (notebooks and ``python -m`` are not affected either way).
+    """
+
+    def __enter__(self) -> None:
+        main = sys.modules.get("__main__")
+        self.main, self.file = main, None
+        if main is not None and getattr(main, "__spec__", None) is None and hasattr(main, "__file__"):
+            self.file = main.__dict__.pop("__file__")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.file is not None:
+            self.main.__file__ = self.file
+
+
 def _default_start_method() -> str:
-    # fork: cheapest start, and scripts without a __main__ guard still work; workers only use numpy, OpenCV
-    # and PyAV (never torch), and _init_worker pins their thread pools to one thread.
-    return "fork" if "fork" in mp_.get_all_start_methods() else "spawn"
+    # Not fork: a parent that has already used OpenCV, PyAV or torch holds thread pools and locks, and forked
+    # workers inherited them locked (seen here: a benchmark hung for 50 minutes in futex waits). forkserver
+    # starts workers from a clean single-threaded server, and spawn works everywhere.
+    return "forkserver" if "forkserver" in mp_.get_all_start_methods() else "spawn"
 
 
 class _single_thread_env:

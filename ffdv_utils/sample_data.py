@@ -728,7 +728,7 @@ def _encode(path: Path, frames: Iterator[np.ndarray], audio: np.ndarray, p: dict
         # veryfast with the cheapest motion search: a third quicker at the same size (mbtree, kept on, is what
         # stops the sensor noise from inflating the files)
         options = {"crf": str(p["crf"]), "preset": "veryfast", "threads": "1", "x264-params": "me=dia:subme=1"}
-        vs = container.add_stream(_video_codec(), rate=fps, options=options)
+        vs = container.add_stream(_video_codec() or "libx264", rate=fps, options=options)
         vs.width, vs.height, vs.pix_fmt = p["width"], p["height"], "yuv420p"
         # the "fast" AAC coder is about 3x quicker than the default two-loop search, at the same bitrate
         aus = container.add_stream("aac", rate=sr, layout=layout, options={"aac_coder": "fast"})
@@ -758,12 +758,46 @@ def _encode(path: Path, frames: Iterator[np.ndarray], audio: np.ndarray, p: dict
         container.mux(aus.encode(None))
 
 
-def _video_codec() -> str:
-    """The H.264 encoder PyAV offers (libx264 in the PyPI wheels)."""
+def _video_codec() -> str | None:
+    """The H.264 encoder PyAV offers (libx264 in the PyPI wheels), or None when it has none."""
     for name in ("libx264", "h264"):
         if name in av.codecs_available:
             return name
-    raise RuntimeError("PyAV has no H.264 encoder (libx264); install the PyPI wheel of av")
+    return None
+
+
+def _encode_ffmpeg(path: Path, frames: Iterator[np.ndarray], audio: np.ndarray, p: dict[str, Any]) -> None:
+    """Fallback writer: raw RGB frames piped to the static ffmpeg of imageio-ffmpeg, the audio from a wav."""
+    import subprocess
+    import tempfile
+    import wave
+
+    import imageio_ffmpeg
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "audio.wav"
+        with wave.open(str(wav), "wb") as fh:
+            fh.setnchannels(audio.shape[0])
+            fh.setsampwidth(2)
+            fh.setframerate(p["sample_rate"])
+            fh.writeframes((np.clip(audio.T, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes())
+        cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{p['width']}x{p['height']}", "-r", str(p["fps"]),
+               "-i", "-", "-i", str(wav), "-map", "0:v", "-map", "1:a",
+               "-c:v", "libx264", "-preset", "veryfast", "-crf", str(p["crf"]), "-x264-params", "me=dia:subme=1",
+               "-threads", "1", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", str(p["audio_bitrate"]),
+               "-f", "mp4", str(path)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdin is not None
+        try:
+            for rgb in frames:
+                proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
+        finally:
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            proc.wait()
+        if proc.returncode != 0:
+            raise RuntimeError(f"ffmpeg failed on {path.name}: {err.strip()[-500:]}")
 
 
 def _make_clip(job: tuple[dict[str, Any], int, str]) -> dict[str, Any]:
@@ -774,7 +808,8 @@ def _make_clip(job: tuple[dict[str, Any], int, str]) -> dict[str, Any]:
     row = dict(clip)
     try:
         rendered = _render_clip(clip, seed)
-        _encode(tmp, rendered["frames"], rendered["audio"], rendered["params"])
+        write = _encode if _video_codec() else _encode_ffmpeg
+        write(tmp, rendered["frames"], rendered["audio"], rendered["params"])
         os.replace(tmp, path)
         row.update(rendered["params"])
         row["error"] = ""

@@ -192,7 +192,8 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
         F._mel_task = _slowed
         names = {names!r}
         clips = pd.DataFrame({{"video_name": names, "path": [{str(vids)!r} + "/" + n for n in names]}})
-        F.extract_mels(clips, {{}}, {str(tmp_path / "cache")!r}, workers=2, progress=False)
+        # fork, so the workers see the slowed task (forkserver workers import the module afresh)
+        F.extract_mels(clips, {{}}, {str(tmp_path / "cache")!r}, workers=2, progress=False, start_method="fork")
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     root = tmp_path / "cache" / f"mel-{params_hash(F.mel_params({}))}"
@@ -255,8 +256,10 @@ def test_bench_extraction_small(media: dict[str, Path], tmp_path: Path) -> None:
     for name in ("c0.mp4", "c2.mp4", "noaudio.mp4"):
         (vids / name).symlink_to(media[name])
     lines: list[str] = []
-    result = bench_extraction(vids, workers=2, limit=None, progress=False, log=lines.append)
+    result = bench_extraction(vids, workers=2, limit=None, progress=False, log=lines.append, min_mel_tasks=6,
+                              min_face_tasks=3)
     assert result["clips"] == 3 and result["baseline_errors"] == 1  # the baseline cannot handle a silent video
+    assert result["mel_tasks"] == 6 and result["face_tasks"] == 3
     for key in ("baseline_clips_per_s", "default_1w_clips_per_s", "default_par_clips_per_s",
                 "faces_clips_per_s_per_core", "peak_rss_total_mib"):
         assert result[key] > 0, key

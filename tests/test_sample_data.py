@@ -298,3 +298,17 @@ def test_cli_subcommand(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     assert calls == [(tmp_path, 30, 7, True, None)]
     printed = capsys.readouterr().out
     assert str(tmp_path / "data") in printed and str(tmp_path / "answers") in printed
+
+
+def test_ffmpeg_fallback_writes_h264_aac(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without an H.264 encoder in PyAV the clip goes through imageio-ffmpeg's static binary instead."""
+    monkeypatch.setattr(sample_data, "_video_codec", lambda: None)
+    clip = sample_data._plan(SMALL_N, SMALL_SEED)[0]
+    (tmp_path / SPLIT_DIRS[clip["split"]]).mkdir()
+    row = sample_data._make_clip((clip, SMALL_SEED, str(tmp_path)))
+    assert row["error"] == ""
+    info = _probe(_clip_path(tmp_path, clip["split"], f"{clip['name']}.mp4"))
+    assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac")
+    assert info["n_frames"] == row["n_frames"] and info["channels"] == row["channels"]
+    assert info["sample_rate"] == row["sample_rate"]
+    assert abs(info["audio_duration"] - row["duration"]) < 0.12
