@@ -115,12 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .data import DataError
-    from .models import ModelRuleError
-    from .pipeline import PipelineError
-    from .predict import SubmissionError
+def _user_errors() -> tuple[type, ...]:
+    """Errors that mean "your input is wrong": one clear line, not a traceback. Only modules already imported
+    are asked, so a light command (sample-data, bench extraction) never imports torch just to catch errors."""
+    errors: list[type] = [config.ConfigError, FileNotFoundError]
+    for module, name in (("data", "DataError"), ("models", "ModelRuleError"), ("predict", "SubmissionError"),
+                         ("pipeline", "PipelineError")):
+        mod = sys.modules.get(f"ffdv_utils.{module}")
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
 
+
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
         # everything after `train` belongs to the training entry point (the same one torchrun launches)
@@ -128,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (config.ConfigError, FileNotFoundError, DataError, ModelRuleError, SubmissionError,
-            PipelineError) as exc:
-        # a user error: one clear line, not a traceback
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -16,12 +16,14 @@ files; a restarted run skips clips whose entry exists (or that the manifest list
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import multiprocessing as mp_
 import os
 import re
+import shutil
 import sys
 import time
 import warnings
@@ -722,6 +724,12 @@ def _work(task: tuple[str, str]) -> dict:
             _atomic_save(_W["root"] / "entries" / _entry_file(name, _W["suffix"]), writer)
     except MediaError as e:
         row.update(status="error", stage=stage, error=e.message)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # not the clip's fault: the parent stops the run
+            row.update(status="disk_full", stage="write", error=f"{type(e).__name__}: {e}")
+        else:
+            row.update(status="error", stage=stage if stage == "write" else _W["kind"],
+                       error=f"{type(e).__name__}: {e}")
     except Exception as e:  # one bad clip must not end the run: record it and go on
         row.update(status="error", stage=stage if stage == "write" else _W["kind"], error=f"{type(e).__name__}: {e}")
     row["elapsed"] = time.perf_counter() - t0
@@ -754,6 +762,32 @@ def _remove_stale_tmp(path: Path) -> None:
         path.unlink(missing_ok=True)
     except (ValueError, IndexError, PermissionError, OSError):
         pass
+
+
+class DiskFullError(OSError):
+    """Extraction stopped because the cache's disk is (or would be) full; finished entries are kept."""
+
+
+def entry_bytes(kind: str, params: Mapping[str, Any]) -> int:
+    """Upper estimate of one cache entry's size, for the free-space check before extraction starts."""
+    if kind == "mel":
+        if params.get("height") and params.get("width"):
+            return int(params["height"]) * int(params["width"]) + 256
+        seconds = float(params.get("max_seconds") or 20.0)
+        frames = int(seconds * float(params["sr"]) / int(params["hop_length"])) + 2
+        return int(params["n_mels"]) * frames + 256
+    return int(params["frames"]) * (int(params["size"]) ** 2 * 3 + 1) + 512
+
+
+def check_free_space(folder: Path, needed: int, margin: int = 64 * 2**20) -> None:
+    """Raise DiskFullError, before any work, when ``folder``'s disk has less than ``needed`` bytes plus a margin."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return  # cannot tell (some network file systems): the ENOSPC handling still stops cleanly
+    if needed + margin > free:
+        raise DiskFullError(f"{folder}: about {(needed + margin) / 2**30:.2f} GiB needed for the features of this "
+                            f"run but {free / 2**30:.2f} GiB free; free some space or move the cache (FFDV_CACHE)")
 
 
 def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.PathLike, workers: int | None,
@@ -796,6 +830,7 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
              "computed": 0, "ok": 0, "no_audio": 0, "error": 0}
     errors: list[dict] = [{"clip": r["video_name"], "stage": "cached", "message": r["error"]}
                           for n, r in rows.items() if n in seen and r["status"] == "error"]
+    check_free_space(root, len(pending) * entry_bytes(kind, params))
     n_workers = max(1, os.cpu_count() or 1) if workers is None else max(1, int(workers))
     n_workers = min(n_workers, max(1, len(pending)))
     from tqdm.auto import tqdm
@@ -806,6 +841,10 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
 
     def handle(row: dict) -> None:
         nonlocal last_flush
+        if row["status"] == "disk_full":  # keep what is finished, record nothing for this clip, stop
+            raise DiskFullError(f"{root}: the disk is full ({row['error']}); {stats['computed']} clip(s) finished "
+                                f"in this run are kept and {len(pending) - stats['computed']} remain: free some "
+                                "space and run again with the same parameters to continue")
         stage = row.pop("stage", "")
         elapsed.append(row.pop("elapsed", 0.0))
         rows[row["video_name"]] = row
@@ -841,9 +880,16 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
                     handle(row)
     finally:
         bar.close()
-        _write_manifest(root, rows)
-        if errors_csv is not None:
-            _write_errors(Path(errors_csv), errors)
+        try:
+            _write_manifest(root, rows)
+            if errors_csv is not None:
+                _write_errors(Path(errors_csv), errors)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # a full disk: the entries written so far are whole files and the next run recovers them
+            warnings.warn(f"{root}: could not write the manifest ({exc}); finished entries are recovered next run",
+                          stacklevel=2)
     stats["seconds"] = round(time.time() - t0, 3)
     stats["clips_per_s"] = round(stats["computed"] / stats["seconds"], 3) if stats["seconds"] else 0.0
     stats["workers"] = n_workers

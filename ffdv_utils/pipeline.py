@@ -89,6 +89,7 @@ def run_pipeline(run: str, data_root: str | Path | None = None, files: Sequence[
         over["data_root"] = str(Path(data_root).expanduser().resolve())
     names = select_notebooks(only)
     per_nb = resolve_notebook_params(names, files, over)
+    config.find_data_root(per_nb[names[0]].get("data_root"))  # fail now, not inside the first notebook
     folder = config.run_dir(run)
     executed = folder / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
