@@ -246,7 +246,7 @@ def install_cell(dataset_slug: str) -> str:
             f"# attached dataset '{dataset_slug}'. --no-deps: everything else comes with Kaggle's image.\n"
             f"!pip install --no-index --no-deps /kaggle/input/{dataset_slug}/*.whl\n"
             "# Features are scratch: keep their cache out of /kaggle/working (its 20 GB are the saved output).\n"
-            "%env FFDV_CACHE=/tmp/ffdv-cache")
+            "%env FFDV_CACHE=/kaggle/temp/ffdv-cache")
 
 
 OUTPUT_CELL = """if config.is_kaggle():  # the kernel's output: a copy at the top of /kaggle/working, listed first
