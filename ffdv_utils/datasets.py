@@ -24,6 +24,11 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _sync_target(target: float, swapped: bool) -> float:
+    """Do sound and lips belong together? Known only for a swap (no) and an untouched real clip (yes); NaN else."""
+    return 1.0 if swapped else (0.0 if target < 0.5 else float("nan"))
+
+
 class ClipDataset(Dataset):
     """One item per clip: any of ``mel`` (1, H, W) uint8, ``faces`` (T, 3, S, S) uint8, plus flags and target.
 
@@ -79,6 +84,7 @@ class ClipDataset(Dataset):
         if self.av_swap_prob > 0:  # per-branch truth: a swap makes the pair fake, not its audio or its faces
             item["target_audio"] = torch.tensor(self.targets[audio_i])
             item["target_visual"] = torch.tensor(self.targets[i])
+            item["target_sync"] = torch.tensor(_sync_target(self.targets[i], swapped))
         if self.mels is not None:
             item["mel"] = torch.from_numpy(np.array(self.mels[audio_i], copy=True))[None]  # memmaps are read-only
         item["has_audio"] = torch.tensor(float(self.has_audio[audio_i]))
@@ -105,6 +111,8 @@ class ClipDataset(Dataset):
         if self.av_swap_prob > 0:
             batch["target_audio"] = torch.from_numpy(self.targets[audio_idx].copy())
             batch["target_visual"] = torch.from_numpy(self.targets[idx].copy())
+            batch["target_sync"] = torch.tensor([_sync_target(self.targets[i], sw) for i, (_, sw) in zip(idx, src)],
+                                                dtype=torch.float32)
         if self.mels is not None:
             batch["mel"] = torch.from_numpy(_take_rows(self.mels, audio_idx))[:, None]
         batch["has_audio"] = torch.from_numpy(self.has_audio[audio_idx].astype(np.float32))

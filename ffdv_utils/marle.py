@@ -153,6 +153,8 @@ class MarleModel(nn.Module):
         self.audio_backbone = create_backbone(audio_backbone, pretrained) if audio in ("mel", "both") else None
         self.audio_head = nn.Linear(self.audio_backbone.num_features, 1) if self.audio_backbone is not None else None
         self.sync = SyncHead(sync_dim) if audio in ("sync", "both") else None
+        # trained on av_swap's explicit in-sync / out-of-sync targets only (see FusionModel)
+        self.sync_head = nn.Linear(self.sync.out_dim, 1) if self.sync is not None else None
         self.time_aligned = self.sync is not None
         self.inputs = ("faces",) if audio == "none" else ("mel", "faces")
         extra = (self.audio_backbone.num_features if self.audio_backbone is not None else 0) + \
@@ -207,7 +209,10 @@ class MarleModel(nn.Module):
                 parts.append(fa)
                 out["branch_logits"] = {"audio": self.audio_head(fa).squeeze(1)}
             if self.sync is not None:
-                parts.append(self.sync(batch["mel"], faces) * has_audio)
+                fs = self.sync(batch["mel"], faces) * has_audio
+                parts.append(fs)
+                out.setdefault("branch_logits", {})["sync"] = self.sync_head(fs).squeeze(1)
+                out["explicit_branches"] = ("sync",)
             parts.append(has_audio)
         out["logit"] = self.classifier(torch.cat(parts, dim=1)).squeeze(1)
         div, tc = diversity_loss(v), temporal_consistency_loss(v)

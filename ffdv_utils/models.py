@@ -264,7 +264,7 @@ def noisy_or_logit(logits: torch.Tensor, weights: torch.Tensor | None = None) ->
     return total + torch.log(-torch.expm1(-total))
 
 
-FUSION_HEADS = ("mlp", "or")
+FUSION_HEADS = ("mlp", "or", "linear", "stack")
 
 
 class FusionModel(nn.Module):
@@ -287,7 +287,8 @@ class FusionModel(nn.Module):
 
     def __init__(self, audio_backbone: str = "resnet18", visual_backbone: str = "resnet18", pretrained: Any = False,
                  aggregate: str = "attention", hidden: int = 256, dropout: float = 0.1, branch_loss: float = 0.3,
-                 sync: bool = True, sync_dim: int = 64, topk: int = 3, head: str = "mlp"):
+                 sync: bool = True, sync_dim: int = 64, topk: int = 3, head: str = "mlp",
+                 modality_dropout: float = 0.0):
         super().__init__()
         if head not in FUSION_HEADS:
             raise ValueError(f"unknown fusion_head {head!r}; use {', '.join(FUSION_HEADS)}")
@@ -298,19 +299,35 @@ class FusionModel(nn.Module):
         self.time_aligned = sync  # train.py: no time shifts / flips of the mel image
         da, dv = self.audio.backbone.num_features, self.visual.backbone.num_features
         ds = self.sync.out_dim if self.sync is not None else 0
+        self.sync_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(ds, 1)) if self.sync is not None else None
+        n_branches = 3 if self.sync is not None else 2
         if head == "mlp":
-            self.fuse = nn.Sequential(nn.Linear(da + dv + ds + 1, hidden), nn.GELU(), nn.Dropout(dropout),
-                                      nn.Linear(hidden, 1))
+            # the branch logits go in next to the embeddings: each branch is trained to call its own kind of fake
+            # (branch losses), and the MLP can take their verdicts directly instead of re-learning them
+            self.fuse = nn.Sequential(nn.Linear(da + dv + ds + 1 + n_branches, hidden), nn.GELU(),
+                                      nn.Dropout(dropout), nn.Linear(hidden, 1))
+        elif head in ("linear", "stack"):
+            self.fuse = nn.Linear(n_branches + 1, 1)
+            nn.init.constant_(self.fuse.weight, 1.0)
+            nn.init.zeros_(self.fuse.bias)
         else:
-            if self.sync is not None:
-                self.sync_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(ds, 1))
             # start every branch at p = 1 - 0.5 ** (1 / k), so the combined score starts at 0.5, not near 1
-            k = 3 if self.sync is not None else 2
-            bias = math.log((1 - 0.5 ** (1 / k)) / 0.5 ** (1 / k))
+            bias = math.log((1 - 0.5 ** (1 / n_branches)) / 0.5 ** (1 / n_branches))
             for lin in (self.audio.head[-1], self.visual.aggregate.frame_head,
-                        *([self.sync_head[-1]] if self.sync is not None else [])):
+                        *([self.sync_head[-1]] if self.sync_head is not None else [])):
                 nn.init.constant_(lin.bias, bias)
         self.branch_loss = branch_loss
+        self.modality_dropout = float(modality_dropout)
+
+    def _drop(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Training only: zero each part of each sample with probability ``modality_dropout`` (never all parts of
+        a sample), so the head cannot rest on whichever branch memorises the training clips first."""
+        if not self.training or self.modality_dropout <= 0 or len(parts) < 2:
+            return parts
+        b = parts[0].shape[0]
+        keep = torch.rand(b, len(parts), device=parts[0].device) >= self.modality_dropout
+        keep[keep.sum(1) == 0, 0] = True
+        return [x * keep[:, i:i + 1].to(x.dtype) for i, x in enumerate(parts)]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
         fa = self.audio.features(batch)
@@ -321,17 +338,24 @@ class FusionModel(nn.Module):
         branches = {"audio": a_logit, "visual": v_logit}
         # without a soundtrack there is nothing to be in sync with: the flag alone speaks for it
         fs = self.sync(batch["mel"], batch["faces"]) * has_audio if self.sync is not None else None
+        if fs is not None:
+            branches["sync"] = self.sync_head(fs).squeeze(1)
         if self.head == "mlp":
-            parts = [fa, fv] + ([fs] if fs is not None else [])
-            logit = self.fuse(torch.cat([*parts, has_audio], dim=1)).squeeze(1)
+            parts = self._drop([fa, fv] + ([fs] if fs is not None else []))
+            logit = self.fuse(torch.cat([*parts, has_audio, torch.stack(list(branches.values()), 1)], 1)).squeeze(1)
+        elif self.head in ("linear", "stack"):
+            z = torch.stack(list(branches.values()), 1)
+            z = z.detach() if self.head == "stack" else z
+            logit = self.fuse(torch.cat([z, has_audio], 1)).squeeze(1)
         else:
             zs, ws = [a_logit, v_logit], [has_audio[:, 0], torch.ones_like(v_logit)]
             if fs is not None:
-                branches["sync"] = self.sync_head(fs).squeeze(1)
                 zs.append(branches["sync"])
                 ws.append(has_audio[:, 0])
             logit = noisy_or_logit(torch.stack(zs, 1), torch.stack(ws, 1))
-        return {"logit": logit, "branch_logits": {"audio": a_logit, "visual": v_logit},
+        # "sync" learns only from explicit targets (av_swap: swapped = 1, untouched real = 0); the clip label
+        # would be wrong for it, since an audio or visual fake may be perfectly in sync
+        return {"logit": logit, "branch_logits": branches, "explicit_branches": ("sync",),
                 "branch_scores": {k: torch.sigmoid(v.detach()) for k, v in branches.items()}}
 
     def cam_layers(self) -> dict[str, nn.Module]:
@@ -360,7 +384,8 @@ def build_model(params: Mapping[str, Any], check: bool = True) -> nn.Module:
         model = FusionModel(name, params.get("visual_model") or name, pretrained, params.get("aggregate", "attention"),
                             dropout=max(dropout, 0.1), branch_loss=float(params.get("branch_loss", 0.3)),
                             sync=_truthy(params.get("sync", True)), sync_dim=int(params.get("sync_dim") or 64),
-                            topk=int(params.get("topk", 3)), head=str(params.get("fusion_head") or "mlp"))
+                            topk=int(params.get("topk", 3)), head=str(params.get("fusion_head") or "mlp"),
+                            modality_dropout=float(params.get("modality_dropout") or 0.0))
     elif kind == "marle":
         from .marle import MarleModel
 

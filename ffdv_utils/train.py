@@ -161,9 +161,13 @@ def total_loss(out: Mapping[str, Any], target: torch.Tensor, params: Mapping[str
     audio-visual swap makes the pair fake while its audio and its faces may each be real.
     """
     loss = classification_loss(out["logit"], target, params)
+    explicit = set(out.get("explicit_branches") or ())  # branches trained only where a target is given
     for name, logit in (out.get("branch_logits") or {}).items():
-        t = (branch_targets or {}).get(name, target)
-        loss = loss + float(params.get("branch_loss", 0.3)) * classification_loss(logit, t.to(logit.dtype), params)
+        t = (branch_targets or {}).get(name, None if name in explicit else target)
+        valid = torch.isfinite(t) if t is not None else None  # NaN: no target for that item
+        if valid is not None and valid.any():
+            loss = loss + float(params.get("branch_loss", 0.3)) * classification_loss(
+                logit[valid], t[valid].to(logit.dtype), params)
     if out.get("aux_loss") is not None:
         loss = loss + out["aux_loss"]
     return loss
@@ -354,12 +358,13 @@ def train_step(model: nn.Module, batch: Mapping[str, torch.Tensor], opt: torch.o
         b = mix_batch(b, float(params["mixup_alpha"] or 0), float(params["cutmix_alpha"] or 0),
                       float(params["mix_prob"]), generator=mix_gen)
         if b["target"] is not unmixed:  # per-branch targets do not follow a MixUp / CutMix partner
-            b = {k: v for k, v in b.items() if k not in ("target_audio", "target_visual")}
+            b = {k: v for k, v in b.items() if k not in ("target_audio", "target_visual", "target_sync")}
     if channels_last and "mel" in b:
         b["mel"] = b["mel"].contiguous(memory_format=torch.channels_last)  # no-op unless augmentation changed it
     with torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext():
         out = model(b)
-    loss = total_loss(out, b["target"], params, {k[7:]: b[k] for k in ("target_audio", "target_visual") if k in b})
+    loss = total_loss(out, b["target"], params, {k[7:]: b[k] for k in ("target_audio", "target_visual", "target_sync")
+                                                 if k in b})
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(opt)

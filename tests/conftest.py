@@ -21,8 +21,11 @@ TINY = {
     "face_size": 32,
     "n_examples": 2,
     "variants": [{"name": "none", "augment": "none"}, {"name": "spec_mixup", "augment": "spec", "mixup_alpha": 0.4}],
-    "candidates": [{"name": "tiny_resnet", "model": "test_resnet"}],
+    "candidates": [{"name": "tiny_fusion", "model_type": "fusion"}],
+    "eval_protocols": ["plain", "held_out_kind"],
     "shared": {"epochs": 1},
+    "backbones": [{"name": "tiny_resnet", "model": "test_resnet"}],
+    "backbone_overrides": {"epochs": 1},
 }
 
 

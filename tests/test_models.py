@@ -93,11 +93,24 @@ def test_av_swap_labels_the_pair_fake_and_keeps_each_branch_truth() -> None:
         assert src != i  # another clip's audio
         assert float(item["target"]) == 1.0
         assert float(item["target_audio"]) == targets[src] and float(item["target_visual"]) == targets[i]
+        assert float(item["target_sync"]) == 1.0
+    batch = ds.get_batch([0, 1, 2])
+    assert torch.equal(batch["target_sync"], torch.ones(3))
+    untouched = ClipDataset([str(i) for i in range(n)], targets, mels=mels, faces=faces, av_swap_prob=1e-9)
+    sync = torch.stack([untouched[i]["target_sync"] for i in range(n)])
+    assert torch.equal(sync[targets == 0], torch.zeros(4)) and sync[targets == 1].isnan().all()  # unknown
     out = {"logit": torch.zeros(2), "branch_logits": {"audio": torch.full((2,), 5.0), "visual": torch.zeros(2)}}
     p = {**train.TRAIN_DEFAULTS, "branch_loss": 1.0}
     fake = torch.ones(2)
     own = train.total_loss(out, fake, p, {"audio": torch.zeros(2)})  # the audio branch is judged on its own truth
     assert own > train.total_loss(out, fake, p) + 4.0
+    out["branch_logits"]["sync"] = torch.full((2,), 5.0)
+    out["explicit_branches"] = ("sync",)
+    base = train.total_loss(out, fake, p)  # no sync target given: the sync branch adds nothing
+    assert torch.isclose(base, train.total_loss({**out, "branch_logits": {
+        k: v for k, v in out["branch_logits"].items() if k != "sync"}}, fake, p))
+    half = train.total_loss(out, fake, p, {"sync": torch.tensor([0.0, float("nan")])})
+    assert half > base + 4.0  # only the item with a sync target counts
 
 
 def test_noisy_or_logit_is_the_probability_that_any_branch_fires() -> None:

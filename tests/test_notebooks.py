@@ -58,7 +58,8 @@ def test_pipeline_end_to_end_on_unseen_data(sample, session_outputs):
     """The Done-when of the skeleton: the runner on an FFDV folder writes a prediction per template row."""
     folder = pipeline.run_pipeline("e2e", sample["data_root"], overrides={**TINY, "test_template": "test_template.csv",
                                    "test_labels": str(sample["answers"] / "test_label.txt"),
-                                   "test_kinds": str(sample["answers"] / "manipulations.csv")}, progress=False)
+                                   "test_kinds": str(sample["answers"] / "manipulations.csv"),
+                                   "kinds_csv": str(sample["answers"] / "manipulations.csv")}, progress=False)
     assert folder == session_outputs / "e2e"
     for name in config.NOTEBOOKS:
         assert (folder / "notebooks" / f"{name}.ipynb").is_file()
@@ -75,7 +76,11 @@ def test_pipeline_end_to_end_on_unseen_data(sample, session_outputs):
     resolved = config.read_yaml(folder / "params.yaml")
     assert resolved["model"] == "test_resnet" and resolved["data_root"] == str(sample["data_root"].resolve())
     board = pd.read_csv(folder / "leaderboard.csv")
-    assert board.name.tolist() == ["tiny_resnet"] and board.val_auc.notna().all()
+    assert board.name.tolist() == ["tiny_fusion"]
+    assert board["plain auc"].notna().all() and board["held_out_kind auc"].notna().all()
+    backbones = pd.read_csv(folder / "backbone_leaderboard.csv")
+    assert backbones.name.tolist() == ["tiny_resnet"] and backbones.val_auc.notna().all()
+    assert (session_outputs / "e2e-tiny_resnet" / "notebooks" / "03_train.ipynb").is_file()  # ran via papermill
     assert len(pd.read_csv(folder / "augment_leaderboard.csv")) == 2
     assert (folder / "prediction_sources.json").is_file()
     assert (folder / "figures" / "shortcut_audit.png").is_file()

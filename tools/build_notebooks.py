@@ -253,8 +253,13 @@ def compare_nb():
                                          "av_swap_prob": 0.3}],
                          "shared": {}}),
          ("protocols", {"eval_protocols": ["plain", "held_out_kind", "cluster", "test"], "kinds_csv": None,
-                        "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0})],
-        "import pandas as pd\n\nfrom ffdv_utils import compare, config, protocols",
+                        "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0}),
+         ("backbones: 03_train executed through papermill once each, plain split", {
+             "backbones": [{"name": "resnet18", "model": "resnet18"},
+                           {"name": "efficientnet_b0", "model": "efficientnet_b0"},
+                           {"name": "mobilenetv3_large_100", "model": "mobilenetv3_large_100"}],
+             "backbone_overrides": {}})],
+        "import pandas as pd\n\nfrom ffdv_utils import compare, config, plots, protocols",
         [("code", """
 results = protocols.run_protocols(run_name, data_root, candidates, eval_protocols, kinds_csv=kinds_csv,
                                   test_labels=test_labels, shared=shared, n_clusters=n_clusters,
@@ -271,6 +276,16 @@ protocols.detail_table(results).round(3)
          ("md", "ROC curves per protocol split (cluster folds pooled; log FPR):"),
          ("code", """
 protocols.plot_protocol_rocs(protocols.protocol_curves(results, run.dir), run.path("figures", "protocol_roc.png"));
+"""),
+         ("md", "## Backbones\nThe training notebook itself, executed with papermill once per backbone (its run folder "
+                "`outputs/<run>-<backbone>/` holds the executed notebook); val AUC, TPR, time and size, with any model "
+                "over the 200M-parameter cap flagged and not trained."),
+         ("code", """
+backbone_board = compare.run_candidates(run_name, data_root, backbones, backbone_overrides)
+compare.save_leaderboard(backbone_board, run.dir, "backbone_leaderboard.csv")
+if "val_auc" in backbone_board:
+    plots.leaderboard(backbone_board.dropna(subset=["val_auc"]), path=run.path("figures", "backbone_leaderboard.png"))
+backbone_board.round(4)
 """),
          ])
 
