@@ -55,6 +55,12 @@ def resolve_pretrained(pretrained: Any) -> tuple[bool, str | None]:
                          "weights as a file (e.g. a Kaggle dataset) or set pretrained: false")
 
 
+def embedding_dim(backbone: nn.Module) -> int:
+    """Width of a ``num_classes=0`` timm backbone's output: ``head_hidden_size`` where a pre-logits layer follows
+    the pooling (MobileNetV3, EfficientNet-V2 variants), else ``num_features``."""
+    return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
+
+
 def create_backbone(name: str, pretrained: Any = False, **kwargs: Any) -> nn.Module:
     """timm backbone with pooled features (``num_classes=0``); local weights through ``pretrained_cfg_overlay``."""
     use, file = resolve_pretrained(pretrained)
@@ -94,7 +100,7 @@ class AudioModel(nn.Module):
     def __init__(self, backbone: str = "resnet18", pretrained: Any = False, dropout: float = 0.0):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, 1))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embedding_dim(self.backbone), 1))
 
     def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.backbone(batch["mel"])
@@ -148,7 +154,7 @@ class VisualModel(nn.Module):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained)
         self.dropout = nn.Dropout(dropout)
-        self.aggregate = FrameAggregator(self.backbone.num_features, aggregate, topk)
+        self.aggregate = FrameAggregator(embedding_dim(self.backbone), aggregate, topk)
 
     def frame_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, C) pooled backbone features of every frame."""
@@ -264,23 +270,27 @@ def noisy_or_logit(logits: torch.Tensor, weights: torch.Tensor | None = None) ->
     return total + torch.log(-torch.expm1(-total))
 
 
-FUSION_HEADS = ("mlp", "or", "linear", "stack")
+FUSION_HEADS = ("mlp", "linear", "or")
 
 
 class FusionModel(nn.Module):
     """Audio and visual branches plus an audio-visual synchrony head, joined with the has-audio flag.
 
-    Heads (``fusion_head``):
+    Three branches each give a logit: ``audio`` (mel backbone), ``visual`` (face backbone, frames aggregated)
+    and ``sync`` (``SyncHead``: do lips and sound belong together?). The synchrony head is what catches fakes
+    whose audio and video are each untouched but do not belong together. Heads (``fusion_head``):
 
-    - ``or``: each branch scores its own kind of manipulation -- audio, faces, and (``sync``) whether lips and
-      sound belong together -- and the clip is fake if any of them fires (noisy-OR of the branch probabilities).
-      A fake needs only one branch to explain it, so the gradient of the clip loss goes mostly to the branch
-      that can (multiple-instance learning), instead of forcing every branch to call every fake fake.
-    - ``mlp``: an MLP over both embeddings, the synchrony features and the flag.
+    - ``mlp`` (default): an MLP over both embeddings, the synchrony features, the flag and the three branch
+      logits (the branches' verdicts go in directly, so the MLP need not re-learn them).
+    - ``linear``: a logistic regression over the branch logits and the flag -- four weights, nothing to overfit.
+    - ``or``: the clip is fake if any branch fires (noisy-OR of the branch probabilities); a fake needs only
+      one branch to explain it (multiple-instance learning).
 
-    ``branch_logits`` feed train.py's auxiliary per-branch losses (``branch_loss``); they keep each branch
-    learning on its own under the ``mlp`` head. The synchrony head is what catches fakes whose audio and video
-    are each untouched but do not belong together.
+    Branch losses (train.py, weight ``branch_loss``) train each branch on its own truth where the batch has it:
+    with ``av_swap_prob`` the audio branch sees its audio clip's label, the visual branch its face clip's label,
+    and the sync branch learns from swaps (out of sync) and untouched real clips (in sync) only -- the clip
+    label would be wrong for it, since an audio or visual fake can be perfectly in sync. ``modality_dropout``
+    zeroes whole embeddings at random during training (``mlp`` head).
     """
 
     inputs = ("mel", "faces")
@@ -297,7 +307,7 @@ class FusionModel(nn.Module):
         self.visual = VisualModel(visual_backbone, pretrained, aggregate, topk, dropout)
         self.sync = SyncHead(sync_dim) if sync else None
         self.time_aligned = sync  # train.py: no time shifts / flips of the mel image
-        da, dv = self.audio.backbone.num_features, self.visual.backbone.num_features
+        da, dv = embedding_dim(self.audio.backbone), embedding_dim(self.visual.backbone)
         ds = self.sync.out_dim if self.sync is not None else 0
         self.sync_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(ds, 1)) if self.sync is not None else None
         n_branches = 3 if self.sync is not None else 2
@@ -306,7 +316,7 @@ class FusionModel(nn.Module):
             # (branch losses), and the MLP can take their verdicts directly instead of re-learning them
             self.fuse = nn.Sequential(nn.Linear(da + dv + ds + 1 + n_branches, hidden), nn.GELU(),
                                       nn.Dropout(dropout), nn.Linear(hidden, 1))
-        elif head in ("linear", "stack"):
+        elif head == "linear":
             self.fuse = nn.Linear(n_branches + 1, 1)
             nn.init.constant_(self.fuse.weight, 1.0)
             nn.init.zeros_(self.fuse.bias)
@@ -343,10 +353,8 @@ class FusionModel(nn.Module):
         if self.head == "mlp":
             parts = self._drop([fa, fv] + ([fs] if fs is not None else []))
             logit = self.fuse(torch.cat([*parts, has_audio, torch.stack(list(branches.values()), 1)], 1)).squeeze(1)
-        elif self.head in ("linear", "stack"):
-            z = torch.stack(list(branches.values()), 1)
-            z = z.detach() if self.head == "stack" else z
-            logit = self.fuse(torch.cat([z, has_audio], 1)).squeeze(1)
+        elif self.head == "linear":
+            logit = self.fuse(torch.cat([torch.stack(list(branches.values()), 1), has_audio], 1)).squeeze(1)
         else:
             zs, ws = [a_logit, v_logit], [has_audio[:, 0], torch.ones_like(v_logit)]
             if fs is not None:
