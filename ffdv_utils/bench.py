@@ -19,7 +19,7 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import av
 import numpy as np
@@ -338,7 +338,21 @@ def bench_extraction(videos: str | os.PathLike | None = None, workers: int | Non
         "{mels_4_cores_h} h ({mels_4_cores_cpu_based_h} h from CPU time)".format(**proj)
         + (" ; faces on 4 cores {faces_4_cores_h} h ({faces_4_cores_cpu_based_h} h from CPU time)".format(**proj)
            if faces else ""))
+    result["targets"] = extraction_targets(result)
+    for name, t in result["targets"].items():
+        log(f"target {name}: {t['value']} (want {t['target']}): {'met' if t['met'] else 'NOT met'}")
     return result
+
+
+def extraction_targets(r: Mapping[str, Any]) -> dict[str, dict]:
+    """Issue #3's targets judged on a run's figures (those the run measured): mels >= 10x the baseline on one
+    worker and >= 20x with the parallel workers, faces >= 2 clips/s per core, peak RSS < 1.5 GiB."""
+    checks = [("audio_1_worker", "ratio_1w", ">= 10x", lambda v: v >= 10),
+              ("audio_default_workers", "ratio_par", ">= 20x", lambda v: v >= 20),
+              ("faces_per_core", "faces_clips_per_s_per_core", ">= 2 clips/s", lambda v: v >= 2),
+              ("peak_rss", "peak_rss_total_mib", "< 1536 MiB", lambda v: v < 1536)]
+    return {name: {"value": r[key], "target": want, "met": bool(ok(r[key]))}
+            for name, key, want, ok in checks if key in r}
 
 
 def _extraction_cmd(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,6 +23,9 @@ from .train import TRAIN_DEFAULTS
 def base_train_params(run_name: str, data_root: Any = None) -> dict:
     """The training parameters a run's ``03_train`` used (its saved record), else the defaults."""
     saved = config.run_dir(run_name, create=False) / "params" / "03_train.yaml"
+    if not saved.is_file():
+        warnings.warn(f"{saved} not found: run 03_train first, or the candidates start from the training defaults "
+                      "(plus `shared`) rather than your 03 parameters", stacklevel=2)
     params = {**TRAIN_DEFAULTS, **(config.read_yaml(saved) if saved.is_file() else {})}
     if data_root is not None:
         params["data_root"] = data_root

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import SyncHead, cam_layer, create_backbone, embedding_dim
+from .models import ScoreLinear, SyncHead, cam_layer, create_backbone, embedding_dim
 
 MASK_RULES = ("min", "random", "none")
 AUDIO_OPTIONS = ("none", "mel", "sync", "both")
@@ -151,15 +151,15 @@ class MarleModel(nn.Module):
         self.div_weight, self.tc_weight = float(div_weight), float(tc_weight)
         self.hidden = hidden
         self.audio_backbone = create_backbone(audio_backbone, pretrained) if audio in ("mel", "both") else None
-        self.audio_head = nn.Linear(embedding_dim(self.audio_backbone), 1) if self.audio_backbone is not None else None
+        self.audio_head = ScoreLinear(embedding_dim(self.audio_backbone), 1) if self.audio_backbone is not None else None
         self.sync = SyncHead(sync_dim) if audio in ("sync", "both") else None
         # trained on av_swap's explicit in-sync / out-of-sync targets only (see FusionModel)
-        self.sync_head = nn.Linear(self.sync.out_dim, 1) if self.sync is not None else None
+        self.sync_head = ScoreLinear(self.sync.out_dim, 1) if self.sync is not None else None
         self.time_aligned = self.sync is not None
         self.inputs = ("faces",) if audio == "none" else ("mel", "faces")
         extra = (embedding_dim(self.audio_backbone) if self.audio_backbone is not None else 0) + \
             (self.sync.out_dim if self.sync is not None else 0) + (1 if audio != "none" else 0)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden + extra, 1))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), ScoreLinear(2 * hidden + extra, 1))
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "MarleModel":

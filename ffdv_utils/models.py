@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import timm
 import torch
@@ -92,6 +92,19 @@ def cam_layer(backbone: nn.Module) -> nn.Module:
     return convs[-1]
 
 
+class ScoreLinear(nn.Linear):
+    """A ``nn.Linear`` that computes in float32 even under autocast, for the layers that produce logits.
+
+    A bf16 logit keeps 8 significant bits: thousands of test clips would share a score, which blurs the AUC and
+    ruins TPR at FPR=1e-3. The layer is tiny, so full precision costs nothing; its state dict is a Linear's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kind = x.device.type if x.device.type in ("cuda", "cpu") else "cpu"
+        with torch.autocast(kind, enabled=False):
+            return F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
+
+
 class AudioModel(nn.Module):
     """The public baseline's idea: an image backbone on the mel spectrogram image."""
 
@@ -100,7 +113,7 @@ class AudioModel(nn.Module):
     def __init__(self, backbone: str = "resnet18", pretrained: Any = False, dropout: float = 0.0):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embedding_dim(self.backbone), 1))
+        self.head = nn.Sequential(nn.Dropout(dropout), ScoreLinear(embedding_dim(self.backbone), 1))
 
     def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.backbone(batch["mel"])
@@ -124,7 +137,7 @@ class FrameAggregator(nn.Module):
         if mode not in AGGREGATES:
             raise ValueError(f"unknown aggregation {mode!r}; use {', '.join(AGGREGATES)}")
         self.mode, self.topk = mode, topk
-        self.frame_head = nn.Linear(dim, 1)
+        self.frame_head = ScoreLinear(dim, 1)
         self.attn = nn.Linear(dim, 1) if mode == "attention" else None
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +208,38 @@ def _standardise(x: torch.Tensor, dim: int = 1, eps: float = 1e-5) -> torch.Tens
     return (x - x.mean(dim, keepdim=True)) / (x.std(dim, keepdim=True, unbiased=False) + eps)
 
 
+MOUTH_BOX = (0.62, 0.9, 0.3, 0.7)  # rows from, to, columns from, to, as fractions of a face crop
+
+
+def speech_energy(mel: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, C, H, W) normalised mel image -> (B, T, 1) loudness (mean over the mel bands) at the T frame instants."""
+    return sample_at_frames(mel[:, :1].mean(2), t)
+
+
+def mouth_spread(faces: torch.Tensor, box: Sequence[float] = MOUTH_BOX) -> torch.Tensor:
+    """(B, T, C, H, W) face crops -> (B, T, 1) grey-level spread of a box round the lips.
+
+    An open mouth puts a dark hole between light lips, so the spread rises and falls with the mouth. On the
+    sample data (160 clips, 16 frames) its correlation with speech energy separates real clips from audio-visual
+    mismatches with AUC 0.88, against 0.66 for the spread of the whole lower half of the crop (README,
+    "Why the synchrony head works").
+    """
+    rows, cols = faces.shape[-2], faces.shape[-1]
+    r0, r1 = int(round(box[0] * rows)), int(round(box[1] * rows))
+    c0, c1 = int(round(box[2] * cols)), int(round(box[3] * cols))
+    grey = faces[..., r0:max(r1, r0 + 1), c0:max(c1, c0 + 1)].mean(2)  # (B, T, h, w)
+    return grey.flatten(2).std(2, unbiased=False).unsqueeze(2)
+
+
+def lip_sync_cue(mel: torch.Tensor, faces: torch.Tensor, box: Sequence[float] = MOUTH_BOX) -> torch.Tensor:
+    """(B,) correlation over time between speech energy and mouth spread: high when the lips move with the sound,
+    near 0 when the audio belongs to another clip. The fixed cue that ``SyncHead`` starts from, without training."""
+    t = faces.shape[1]
+    e = _standardise(speech_energy(mel, t).float())
+    m = _standardise(mouth_spread(faces, box).float())
+    return (e * m).mean((1, 2))
+
+
 class SyncHead(nn.Module):
     """Audio-visual synchrony: does the mouth move with the sound?
 
@@ -205,7 +250,7 @@ class SyncHead(nn.Module):
     mouth). Their per-instant projections are compared by normalised correlation over time at lags -1, 0 and
     +1 (an explicit, data-cheap cue), and a temporal convolution over both streams learns the rest. Two fixed
     channels join the learned projections in the correlation -- speech energy (mean of the mel image) and the
-    mouth region's grey-level spread (an open mouth adds a dark hole to light lips) -- so the cue is there from
+    grey-level spread of a box round the lips (an open mouth adds a dark hole to light lips) -- so the cue is there from
     the first step instead of having to be discovered from a few hundred clips.
 
     The head assumes the mel image and the frames are time-aligned: augmentations that shift, flip or stretch
@@ -213,9 +258,10 @@ class SyncHead(nn.Module):
     """
 
     def __init__(self, dim: int = 64, n_bands: int = 32, n_corr: int = 4, mouth_from: float = 0.5,
-                 lags: tuple[int, ...] = (-1, 0, 1)):
+                 lags: tuple[int, ...] = (-1, 0, 1), mouth_box: Sequence[float] = MOUTH_BOX):
         super().__init__()
         self.n_bands, self.mouth_from, self.lags = n_bands, mouth_from, tuple(lags)
+        self.mouth_box = tuple(mouth_box)
         self.audio = nn.Sequential(nn.Conv1d(n_bands, dim, 5, padding=2), nn.GELU(),
                                    nn.Conv1d(dim, dim, 3, padding=1), nn.GELU())
         self.mouth = nn.Sequential(_conv_bn(3, 16), _conv_bn(16, 32), _conv_bn(32, dim // 2))
@@ -231,13 +277,13 @@ class SyncHead(nn.Module):
         b, t = faces.shape[:2]
         bands = F.adaptive_avg_pool2d(mel[:, :1], (self.n_bands, mel.shape[-1])).squeeze(1)  # (B, bands, W)
         a = sample_at_frames(self.audio(bands), t)
-        energy = sample_at_frames(bands.mean(1, keepdim=True), t)
+        energy = speech_energy(mel, t)
         rows = faces.shape[-2]
         mouth = faces[..., int(rows * self.mouth_from):, :].flatten(0, 1)
         fmap = self.mouth(mouth)
         # max pooling as well as mean: the mouth is a small part of the lower face and must not be averaged away
         v = torch.cat([fmap.mean((2, 3)), fmap.amax((2, 3))], dim=1).view(b, t, -1)
-        spread = mouth.mean(1).flatten(1).std(1).view(b, t, 1)
+        spread = mouth_spread(faces, self.mouth_box)
         return a, v, energy, spread
 
     def forward(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -309,15 +355,15 @@ class FusionModel(nn.Module):
         self.time_aligned = sync  # train.py: no time shifts / flips of the mel image
         da, dv = embedding_dim(self.audio.backbone), embedding_dim(self.visual.backbone)
         ds = self.sync.out_dim if self.sync is not None else 0
-        self.sync_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(ds, 1)) if self.sync is not None else None
+        self.sync_head = nn.Sequential(nn.Dropout(dropout), ScoreLinear(ds, 1)) if self.sync is not None else None
         n_branches = 3 if self.sync is not None else 2
         if head == "mlp":
             # the branch logits go in next to the embeddings: each branch is trained to call its own kind of fake
             # (branch losses), and the MLP can take their verdicts directly instead of re-learning them
             self.fuse = nn.Sequential(nn.Linear(da + dv + ds + 1 + n_branches, hidden), nn.GELU(),
-                                      nn.Dropout(dropout), nn.Linear(hidden, 1))
+                                      nn.Dropout(dropout), ScoreLinear(hidden, 1))
         elif head == "linear":
-            self.fuse = nn.Linear(n_branches + 1, 1)
+            self.fuse = ScoreLinear(n_branches + 1, 1)
             nn.init.constant_(self.fuse.weight, 1.0)
             nn.init.zeros_(self.fuse.bias)
         else:

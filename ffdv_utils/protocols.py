@@ -279,7 +279,8 @@ def make_splits(data_root: Any, protocols: Sequence[str] = ("plain", "held_out_k
 def write_split(split: Split, path: str | os.PathLike) -> Path:
     """The split as ``video_name, part, target, folder`` (plus kind when known), written atomically."""
     cols = ["video_name", "target", "folder"] + (["kind"] if "kind" in split.train or "kind" in split.eval else [])
-    parts = [split.train.reindex(columns=cols).assign(part="train"), split.eval.reindex(columns=cols).assign(part="eval")]
+    parts = [split.train.reindex(columns=cols).assign(part="train"),
+             split.eval.reindex(columns=cols).assign(part="eval")]
     df = pd.concat(parts, ignore_index=True)[["video_name", "part", "target", "folder"] + cols[3:]]
     path = Path(path)
     config.atomic_write_text(path, df.to_csv(index=False))
@@ -396,7 +397,8 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
                     result = fit(params, run)
                     scores = pd.read_csv(run.path("val_predictions.csv"), dtype={"video_name": str})
                     trained[key] = run.name
-                    row.update(run=run.name, train_time_s=result.get("train_time_s"), best_epoch=result.get("best_epoch"))
+                    row.update(run=run.name, train_time_s=result.get("train_time_s"),
+                               best_epoch=result.get("best_epoch"))
             except Exception as exc:  # one failing candidate must not end a long comparison
                 rows.append({**row, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 continue

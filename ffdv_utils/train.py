@@ -105,10 +105,35 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX: Zen 4 and newer, Xeon Cooper Lake /
+    Sapphire Rapids and newer). Elsewhere oneDNN only emulates bf16, which is no faster than float32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"}) and torch.backends.mkldnn.is_available()
+    except OSError:
+        pass
+    return False
+
+
 def amp_dtype(amp: Any, device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU has it natively (Ampere and newer), fp16 (with a grad scaler) on older GPUs such as the
-    T4, none on the CPU (bf16 autocast brought no speed there, see README_training.md)."""
-    if amp in (False, "false", "off", "none", None) or device.type != "cuda":
+    """Mixed precision for ``amp`` on ``device``.
+
+    ``auto``: bf16 where the GPU has it natively (Ampere and newer), fp16 (with a grad scaler) on older GPUs such
+    as the T4; on the CPU bf16 where it runs in hardware (``cpu_has_native_bf16``: 2.2x faster resnet18 steps
+    than float32 on this project's Zen 4 cores, see the README), else off. ``bf16`` / ``fp16`` / ``false`` force
+    a choice (fp16 only on GPUs). Logit layers stay float32 either way (``models.ScoreLinear``).
+    """
+    if amp in (False, "false", "off", "none", None):
+        return None
+    if device.type == "cpu":
+        if amp in ("bf16", "bfloat16") or (amp in ("auto", True, "true") and cpu_has_native_bf16()):
+            return torch.bfloat16
+        return None
+    if device.type != "cuda":
         return None
     if amp in ("bf16", "bfloat16"):
         return torch.bfloat16

@@ -246,6 +246,16 @@ def test_faces_shape_flags_and_fallback(media: dict[str, Path], tmp_path: Path) 
 # ----------------------------------------------------------------------------------------------------- bench
 
 
+def test_extraction_targets_judged_on_figures() -> None:
+    from ffdv_utils.bench import extraction_targets
+
+    t = extraction_targets({"ratio_1w": 16.5, "ratio_par": 19.9, "faces_clips_per_s_per_core": 2.0,
+                            "peak_rss_total_mib": 1600.0})
+    assert {k: v["met"] for k, v in t.items()} == {"audio_1_worker": True, "audio_default_workers": False,
+                                                   "faces_per_core": True, "peak_rss": False}
+    assert set(extraction_targets({"ratio_1w": 3.0})) == {"audio_1_worker"}  # only what the run measured
+
+
 def test_bench_extraction_small(media: dict[str, Path], tmp_path: Path) -> None:
     import argparse
 
@@ -265,6 +275,9 @@ def test_bench_extraction_small(media: dict[str, Path], tmp_path: Path) -> None:
         assert result[key] > 0, key
     assert result["mel_errors"] == 0 and result["faces_found_fraction"] > 0.5
     assert any(line.startswith("(a) baseline") for line in lines) and "projection_250k" in result
+    assert set(result["targets"]) == {"audio_1_worker", "audio_default_workers", "faces_per_core", "peak_rss"}
+    assert result["targets"]["audio_1_worker"]["met"] == (result["ratio_1w"] >= 10)
+    assert any(line.startswith("target peak_rss") for line in lines)
     ap = argparse.ArgumentParser()
     add_bench_parser(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["bench", "extraction", "--limit", "2", "--workers", "1"])

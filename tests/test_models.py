@@ -199,6 +199,37 @@ def test_sample_at_frames_hits_slice_centres() -> None:
     assert torch.allclose(got, torch.tensor([1.5, 5.5, 9.5, 13.5]))
 
 
+def _talking(open_: torch.Tensor, loud: torch.Tensor, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Faces whose lip box gets a dark hole of size ``open_`` per frame, and a mel image as loud as ``loud``."""
+    b, t = open_.shape
+    faces = torch.full((b, t, 3, size, size), 0.8)
+    r0, c0 = int(0.62 * size), int(0.3 * size)
+    for i in range(b):
+        for j in range(t):
+            k = int(round(float(open_[i, j]) * 6))
+            faces[i, j, :, r0 + 2:r0 + 2 + k, c0 + 2:c0 + 2 + 2 * k] = -1.0
+    width = 4 * t  # the mel image spans the clip; frame j sits at (j + 0.5) / t of its width
+    mel = loud.repeat_interleave(4, dim=1).view(b, 1, 1, width).expand(b, 3, size, width).clone()
+    return mel, faces
+
+
+def test_lip_sync_cue_follows_mouth_and_sound() -> None:
+    g = torch.Generator().manual_seed(0)
+    talk = torch.rand(6, 12, generator=g)
+    mel, faces = _talking(talk, talk)
+    in_sync = models.lip_sync_cue(mel, faces)
+    assert (in_sync > 0.9).all()  # the mouth opens exactly when it is loud
+    other = torch.rand(6, 12, generator=g)  # the sound of another clip
+    mel_other, _ = _talking(other, other)
+    mismatch = models.lip_sync_cue(mel_other, faces)
+    assert mismatch.abs().mean() < 0.5 and (mismatch < in_sync).all()
+    # the cue looks at the lips only: a dark patch high on the face does not move it
+    upper = faces.clone()
+    upper[..., 2:8, 2:8] = torch.rand(6, 12, 1, 1, 1, generator=g).expand(6, 12, 3, 6, 6)
+    assert torch.allclose(models.lip_sync_cue(mel, upper), in_sync, atol=1e-5)
+    assert models.mouth_spread(faces).shape == (6, 12, 1) and models.speech_energy(mel, 12).shape == (6, 12, 1)
+
+
 def test_parameter_cap_refuses_a_huge_backbone_on_the_meta_device() -> None:
     params = {"model_type": "visual", "model": "vit_huge_patch14_224", "pretrained": False}
     with torch.device("meta"), pytest.raises(ModelRuleError, match="200M"):

@@ -121,3 +121,20 @@ def test_evaluate_scores_and_one_leaderboard() -> None:
 def test_unknown_protocol_is_refused(data_root) -> None:
     with pytest.raises(ValueError, match="unknown protocol"):
         protocols.make_splits(data_root, ["loso"])
+
+
+def test_sync_cue_table_on_the_sample_data(sample) -> None:
+    """The untrained lip-sync cue, per clip and per kind, from the cache (what 05_compare plots)."""
+    from ffdv_utils import explain
+
+    clips = protocols.labelled_clips(sample["data_root"])
+    params = {"image_size": 64, "face_frames": 6, "face_size": 48, "feature_workers": 1}
+    table = explain.sync_cue_table(params, clips, kinds_csv=sample["answers"] / "manipulations.csv")
+    assert len(table) == len(clips) and set(table.video_name) == set(clips.video_name)
+    assert table.sync_cue.between(-1, 1).all() and table.sync_cue.std() > 0
+    summary = explain.sync_cue_summary(table)
+    assert set(summary.group) <= {"real", "audio", "visual", "av_mismatch"} and "real" in set(summary.group)
+    fakes = summary[summary.group != "real"]
+    assert fakes.auc_vs_real.between(0, 1).all() and summary.n.sum() == len(table)
+    fig = explain.plot_sync_cue(table)
+    assert len(fig.axes[0].patches) > 0

@@ -152,12 +152,34 @@ def test_prepare_batch_normalises_on_device():
 
 def test_amp_dtype_by_gpu_generation(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    assert train.amp_dtype("auto", cpu) is None and train.amp_dtype("bf16", cpu) is None
+    assert train.amp_dtype("bf16", cpu) == torch.bfloat16 and train.amp_dtype("fp16", cpu) is None
+    assert train.amp_dtype(False, cpu) is None
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
+    assert train.amp_dtype("auto", cpu) is None
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
+    assert train.amp_dtype("auto", cpu) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # T4: bf16 only emulated
     assert train.amp_dtype("auto", gpu) == torch.float16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))  # H100
     assert train.amp_dtype("auto", gpu) == torch.bfloat16
     assert train.amp_dtype("fp16", gpu) == torch.float16 and train.amp_dtype(False, gpu) is None
+
+
+def test_score_layers_stay_float32_under_autocast():
+    """bf16 logits would tie thousands of test clips; the logit layers compute in float32 under autocast."""
+    from ffdv_utils.models import ScoreLinear
+
+    torch.manual_seed(0)
+    lin = ScoreLinear(64, 1)
+    x = torch.randn(512, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lin(x)
+        plain = torch.nn.Linear(64, 1)
+        plain.load_state_dict(lin.state_dict())
+        coarse = plain(x)
+    assert out.dtype == torch.float32 and coarse.dtype == torch.bfloat16
+    assert torch.allclose(out, x @ lin.weight.T + lin.bias, atol=1e-5)
+    assert len(torch.unique(out)) > len(torch.unique(coarse.float()))  # bf16 collapses many scores together
 
 
 def test_gather_predictions_sorts_by_index():
@@ -304,7 +326,8 @@ def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
     model = train.build_model(p)
     model.load_state_dict(best["model"])
     _, val_ds = clip_datasets(p, ("mel",), progress=False)
-    idx, scores = train.predict_loader(model, batch_loader(val_ds, 64), torch.device("cpu"))
+    cpu = torch.device("cpu")  # with the run's own precision (bf16 autocast where the CPU has it natively)
+    idx, scores = train.predict_loader(model, batch_loader(val_ds, 64), cpu, train.amp_dtype(p["amp"], cpu))
     single = pd.DataFrame({"video_name": [val_ds.names[i] for i in idx], "score": scores})
     merged = val.merge(single, on="video_name", suffixes=("", "_single"))
     assert len(merged) == 7
@@ -321,6 +344,16 @@ def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
 # benchmark
 
 
+def test_train_targets_judged_on_figures():
+    from ffdv_utils.bench_train import train_targets
+
+    fig = {"workspace_vs_memory_step": 1.2, "speedup": 2.5, "workspace_img_s": 9000.0}
+    cpu = train_targets(fig, "resnet18", 256, gpu=False)
+    assert (cpu["cpu_2x_baseline"]["met"], cpu["loader_within_10pct"]["met"]) == (True, False)
+    gpu = train_targets(fig, "resnet18", 256, gpu=True)
+    assert gpu["gpu_10k_img_s"]["met"] is False and "cpu_2x_baseline" not in gpu
+
+
 def test_bench_train_tiny(one_thread, capsys):
     from ffdv_utils.bench_train import bench_train
     from ffdv_utils.cli import build_parser
@@ -333,6 +366,7 @@ def test_bench_train_tiny(one_thread, capsys):
     assert 0 <= r["workspace_loader_share"] < 1 and 0 <= r["baseline_loader_share"] < 1
     # slicing the memory map beats decoding JPEG files by a wide margin, even on a busy machine
     assert r["loader_speedup"] > 3
+    assert set(r["targets"]) == {"loader_within_10pct"}  # the speed targets are for resnet18 at 256 only
     args = build_parser().parse_args(["bench", "train", "--model", "test_resnet", "--steps", "1", "--batch", "2",
                                       "--image-size", "16", "--quiet"])
     assert args.func(args) == 0  # `python -m ffdv_utils bench train ...` reaches bench_train

@@ -258,7 +258,7 @@ def compare_nb():
                            {"name": "efficientnet_b0", "model": "efficientnet_b0"},
                            {"name": "mobilenetv3_large_100", "model": "mobilenetv3_large_100"}],
              "backbone_overrides": {}})],
-        "import pandas as pd\n\nfrom ffdv_utils import compare, config, plots, protocols",
+        "import pandas as pd\n\nfrom ffdv_utils import compare, config, explain, plots, protocols",
         [("code", """
 results = protocols.run_protocols(run_name, data_root, candidates, eval_protocols, kinds_csv=kinds_csv,
                                   test_labels=test_labels, shared=shared, n_clusters=n_clusters,
@@ -275,6 +275,17 @@ protocols.detail_table(results).round(3)
          ("md", "ROC curves per protocol split (cluster folds pooled; log FPR):"),
          ("code", """
 protocols.plot_protocol_rocs(protocols.protocol_curves(results, run.dir), run.path("figures", "protocol_roc.png"));
+"""),
+         ("md", "## Lip-sync cue\nThe untrained cue the fusion model's synchrony head starts from: the correlation over "
+                "the sampled frames between speech energy and the spread of grey levels round the lips. Real clips "
+                "sit well above 0; audio from another clip sits near 0. `auc_vs_real` is how well the cue alone "
+                "tells each kind from real clips (train and val clips, the run's feature settings)."),
+         ("code", """
+cue = explain.sync_cue_table({**compare.base_train_params(run_name, data_root), **shared},
+                             protocols.labelled_clips(data_root), kinds_csv=kinds_csv)
+cue.to_csv(run.path("sync_cue.csv"), index=False)
+explain.plot_sync_cue(cue, run.path("figures", "sync_cue.png"))
+explain.sync_cue_summary(cue).round(3)
 """),
          ("md", "## Backbones\nThe training notebook itself, executed with papermill once per backbone (its run folder "
                 "`outputs/<run>-<backbone>/` holds the executed notebook); val AUC, TPR, time and size, with any model "
