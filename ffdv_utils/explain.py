@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import config
+from .plots import save_figure
 
 
 def grad_cam(model: nn.Module, batch: Mapping[str, torch.Tensor], inputs: Sequence[str] | None = None,
@@ -152,15 +153,6 @@ def explain_run(run_or_checkpoint: str | os.PathLike, n_per_class: int = 2, kind
     return items
 
 
-def _save_figure(fig: Any, path: str | os.PathLike | None) -> Any:
-    """Save ``fig`` (paths relative to the project root resolve through ``config``) and hand it back."""
-    if path is not None:
-        path = config.resolve_path(str(path)) or path
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
-
-
 def plot_explanations(items: Sequence[Mapping[str, Any]], path: str | os.PathLike | None = None,
                       alpha: float = 0.45) -> Any:
     """One row per clip: mel image, its Grad-CAM overlay, face crop, its overlay (columns the model has)."""
@@ -195,7 +187,7 @@ def plot_explanations(items: Sequence[Mapping[str, Any]], path: str | os.PathLik
                 ax.imshow(it["face_cam"], cmap="jet", alpha=alpha, vmin=0, vmax=1)
                 ax.set_title("Grad-CAM (face)", fontsize=8)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def sync_cue_table(params: Mapping[str, Any], clips: pd.DataFrame, kinds_csv: Any = None,
@@ -267,4 +259,4 @@ def plot_sync_cue(table: pd.DataFrame, path: str | os.PathLike | None = None) ->
     ax.set_ylabel("clips")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

@@ -10,12 +10,15 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_curve
 
+from . import config
+
 LABEL_NAMES = {0: "real", 1: "fake"}
 
 
-def _save(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
+def save_figure(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
+    """Save ``fig`` when ``path`` is given (relative paths resolve from the project root) and hand it back."""
     if path is not None:
-        path = Path(path)
+        path = config.resolve_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110, bbox_inches="tight")
     return fig
@@ -28,7 +31,7 @@ def label_balance(df: pd.DataFrame, path: str | Path | None = None) -> plt.Figur
     counts.plot.bar(ax=ax, color=["tab:blue", "tab:red"][: counts.shape[1]])
     ax.set_ylabel("clips")
     ax.set_title("label balance")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def metadata_hists(index: pd.DataFrame, fields: Sequence[str] = ("duration", "fps", "width", "sample_rate"),
@@ -44,7 +47,7 @@ def metadata_hists(index: pd.DataFrame, fields: Sequence[str] = ("duration", "fp
         ax.set_title(f)
     axes[0][0].legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def shortcut_audit(audit: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
@@ -58,7 +61,7 @@ def shortcut_audit(audit: pd.DataFrame, path: str | Path | None = None) -> plt.F
     ax.set_xlabel("AUC of the field alone (best direction)")
     ax.set_title("shortcut audit")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, cols: int = 4,
@@ -76,7 +79,7 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
         if titles:
             ax.set_title(titles[i], fontsize=9)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(history: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
@@ -95,7 +98,7 @@ def training_curves(history: pd.DataFrame, path: str | Path | None = None) -> pl
     b.legend()
     b.set_title("validation")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def roc(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path | None = None,
@@ -119,7 +122,7 @@ def roc(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str
     ax.set_ylabel("true-positive rate")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def score_hist(y: Sequence[float], s: Sequence[float], path: str | Path | None = None) -> plt.Figure:
@@ -131,7 +134,7 @@ def score_hist(y: Sequence[float], s: Sequence[float], path: str | Path | None =
     ax.set_xlabel("score (probability of fake)")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def leaderboard(board: pd.DataFrame, metric: str = "val_auc", path: str | Path | None = None) -> plt.Figure:
@@ -145,7 +148,7 @@ def leaderboard(board: pd.DataFrame, metric: str = "val_auc", path: str | Path |
     ax.set_xlim(0, 1.15)
     ax.set_xlabel(metric)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def clip_examples(examples: pd.DataFrame, mel_params: Mapping, path: str | Path | None = None) -> plt.Figure:

@@ -474,6 +474,7 @@ def plot_protocol_rocs(curves: Mapping[str, Mapping[str, tuple]], path: str | os
     from sklearn.metrics import roc_curve
 
     from .metrics import auc
+    from .plots import save_figure
 
     panels = list(curves)
     cols = min(3, max(1, len(panels)))
@@ -496,10 +497,7 @@ def plot_protocol_rocs(curves: Mapping[str, Mapping[str, tuple]], path: str | os
         ax.set_ylabel("true-positive rate")
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-    return fig
+    return save_figure(fig, path)
 
 
 
