@@ -1,7 +1,10 @@
-"""FFDV deepfake-detection workspace: shared helpers for the numbered notebooks.
+"""FFDV deepfake-detection workspace: the package the numbered notebooks call.
 
-Modules follow the data flow: config (paths, params) -> data / media (labels, decoding) -> features (cache)
--> datasets -> models -> train -> predict (submission, test API); metrics and plots alongside.
+Subpackages follow the data flow, and imports only run downward (``tests/test_import_layers.py``)::
+
+    core < sample_data < media < data < features < models < training < inference < experiments < bench < cli
+
+See docs/structure.md.
 """
 
 __version__ = "0.1.0"

@@ -47,7 +47,7 @@ def session_outputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sample(tmp_path_factory: pytest.TempPathFactory, session_outputs: Path) -> dict:
     """A 24-clip sample dataset (train/val/test, every fake kind), generated once per session."""
-    from ffdv_utils.sample_data import make_sample_dataset
+    from ffdv_utils.sample_data.generate import make_sample_dataset
 
     out = tmp_path_factory.mktemp("sample")
     info = make_sample_dataset(out, n=24, seed=7, progress=False)

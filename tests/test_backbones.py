@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ffdv_utils.models import build_model
+from ffdv_utils.models.registry import build_model
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_small_100", "test_efficientnet", "test_resnet"])

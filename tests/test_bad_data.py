@@ -6,11 +6,14 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from badmedia import BROKEN, DECODABLE, make_corpus
 from conftest import TINY
-from ffdv_utils import config, data, pipeline, predict
-from ffdv_utils.media import MediaError, load_audio, load_frames, probe_video
+
+from ffdv_utils.core.paths import run_dir
+from ffdv_utils.core.runner import run_pipeline
+from ffdv_utils.data.labels import read_template
+from ffdv_utils.inference.score import score_videos
+from ffdv_utils.media.decode import MediaError, load_audio, load_frames, probe_video
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +72,9 @@ def messy_root(sample, corpus, tmp_path_factory):
 
 @pytest.mark.notebooks
 def test_pipeline_survives_bad_clips(messy_root, session_outputs):
-    folder = pipeline.run_pipeline("messy", messy_root, overrides={**TINY, "test_template": "test_template.csv"},
+    folder = run_pipeline("messy", messy_root, overrides={**TINY, "test_template": "test_template.csv"},
                                    only=["02", "03", "06"], progress=False)
-    template = data.read_template(messy_root / "test_template.csv")
+    template = read_template(messy_root / "test_template.csv")
     pred = pd.read_csv(folder / "prediction.csv")
     assert pred.video_name.tolist() == template.template_name.tolist()
     assert np.isfinite(pred.score).all() and pred.score.between(0, 1).all()
@@ -87,8 +90,8 @@ def test_pipeline_survives_bad_clips(messy_root, session_outputs):
 
 @pytest.mark.notebooks
 def test_score_api_on_every_case(messy_root, corpus, session_outputs):
-    if not (config.run_dir("messy", create=False) / "checkpoints" / "best.pt").is_file():
+    if not (run_dir("messy", create=False) / "checkpoints" / "best.pt").is_file():
         pytest.skip("needs the run of test_pipeline_survives_bad_clips")
-    scores = predict.score_videos(list(corpus.values()), "messy")
+    scores = score_videos(list(corpus.values()), "messy")
     assert len(scores) == len(corpus)
     assert all(math.isfinite(s) and 0 <= s <= 1 for s in scores)

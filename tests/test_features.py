@@ -14,9 +14,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ffdv_utils import features as F
-from ffdv_utils.bench import make_clip
-from ffdv_utils.config import params_hash
+from ffdv_utils.core.config import params_hash
+from ffdv_utils.features.cache import MelStore
+from ffdv_utils.features.extract import extract_faces, extract_mels
+from ffdv_utils.features.mel import (
+    audio_status,
+    baseline_mel_image,
+    fallback_shape,
+    mel_image,
+    mel_power,
+)
+from ffdv_utils.features.params import face_params, mel_params
+from ffdv_utils.sample_data.clips import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,31 +51,31 @@ def _clips(media: dict[str, Path], names: list[str] | None = None) -> pd.DataFra
 
 
 def test_mel_params_presets_overrides_and_hash() -> None:
-    d = F.mel_params({})
+    d = mel_params({})
     assert d["preset"] == "default" and d["sr"] == 16000 and d["height"] == 0
-    s = F.mel_params({"mel_preset": "seed"})
+    s = mel_params({"mel_preset": "seed"})
     assert (s["sr"], s["n_fft"], s["hop_length"], s["n_mels"], s["height"], s["width"]) == (22050, 2048, 512, 128,
                                                                                            256, 256)
-    assert F.mel_params({"mel_preset": "baseline"}) == s
-    o = F.mel_params({"mel_preset": "seed", "mel_n_mels": 64, "lr": 0.1})
+    assert mel_params({"mel_preset": "baseline"}) == s
+    o = mel_params({"mel_preset": "seed", "mel_n_mels": 64, "lr": 0.1})
     assert o["n_mels"] == 64 and isinstance(o["n_mels"], int)
-    assert F.mel_params(o) == o  # resolving twice changes nothing
+    assert mel_params(o) == o  # resolving twice changes nothing
     assert params_hash(o) != params_hash(s)
-    assert params_hash(F.mel_params({"mel_preset": "seed", "mel_n_mels": 128.0})) == params_hash(s)
+    assert params_hash(mel_params({"mel_preset": "seed", "mel_n_mels": 128.0})) == params_hash(s)
     with pytest.raises(ValueError):
-        F.mel_params({"mel_preset": "nope"})
+        mel_params({"mel_preset": "nope"})
     with pytest.warns(UserWarning, match="mel_nmels"):
-        F.mel_params({"mel_nmels": 3})
+        mel_params({"mel_nmels": 3})
     with pytest.raises(ValueError):
-        F.mel_params({"mel_fmax": 9000})  # above Nyquist at 16 kHz
+        mel_params({"mel_fmax": 9000})  # above Nyquist at 16 kHz
 
 
 def test_face_params() -> None:
-    fp = F.face_params({"face_frames": 4, "face_detector": "center"})
+    fp = face_params({"face_frames": 4, "face_detector": "center"})
     assert fp["frames"] == 4 and fp["size"] == 112 and fp["detector"] == "center"
-    assert F.face_params(fp) == fp
+    assert face_params(fp) == fp
     with pytest.raises(ValueError):
-        F.face_params({"face_detector": "mtcnn"})
+        face_params({"face_detector": "mtcnn"})
 
 
 # ----------------------------------------------------------------------------------------------------- mels
@@ -76,8 +85,8 @@ def test_mel_power_matches_librosa() -> None:
     librosa = pytest.importorskip("librosa")
     y = np.random.default_rng(0).standard_normal(20000).astype(np.float32) * 0.1
     for preset in ("seed", "default"):
-        mp = F.mel_params({"mel_preset": preset})
-        ours = F.mel_power(y, mp)
+        mp = mel_params({"mel_preset": preset})
+        ours = mel_power(y, mp)
         ref = librosa.feature.melspectrogram(y=y, sr=mp["sr"], n_fft=mp["n_fft"], hop_length=mp["hop_length"],
                                              win_length=mp["win_length"], n_mels=mp["n_mels"], fmin=mp["fmin"],
                                              fmax=mp["fmax"] or None)
@@ -86,12 +95,12 @@ def test_mel_power_matches_librosa() -> None:
 
 
 def test_seed_preset_reproduces_public_baseline(media: dict[str, Path], tmp_path: Path) -> None:
-    from ffdv_utils.media import load_audio
+    from ffdv_utils.media.decode import load_audio
 
-    mp = F.mel_params({"mel_preset": "seed"})
+    mp = mel_params({"mel_preset": "seed"})
     for name in ("c1.mp4", "c3.mp4"):
-        base = F.baseline_mel_image(media[name], tmp_path)
-        ours = F.mel_image(load_audio(media[name], mp["sr"]), mp)
+        base = baseline_mel_image(media[name], tmp_path)
+        ours = mel_image(load_audio(media[name], mp["sr"]), mp)
         assert base.shape == ours.shape == (256, 256) and ours.dtype == np.uint8
         diff = np.abs(base.astype(int) - ours.astype(int)).mean()
         assert diff < 2.0, f"{name}: mean abs difference {diff:.2f} grey levels"
@@ -100,21 +109,21 @@ def test_seed_preset_reproduces_public_baseline(media: dict[str, Path], tmp_path
 
 
 def test_mel_image_fallbacks_and_level() -> None:
-    d = F.mel_params({})
-    s = F.mel_params({"mel_preset": "seed"})
+    d = mel_params({})
+    s = mel_params({"mel_preset": "seed"})
     for audio, reason in [(np.zeros(0, np.float32), "no audio"), (np.zeros(16000, np.float32), "silent"),
                           (np.ones(100, np.float32) * 0.1, "too short")]:
-        assert F.audio_status(audio, d).startswith(reason)
-        img = F.mel_image(audio, d)
-        assert img.dtype == np.uint8 and img.shape == F.fallback_shape(d) and not img.any()
-        assert F.mel_image(audio, s).shape == (256, 256)
+        assert audio_status(audio, d).startswith(reason)
+        img = mel_image(audio, d)
+        assert img.dtype == np.uint8 and img.shape == fallback_shape(d) and not img.any()
+        assert mel_image(audio, s).shape == (256, 256)
     y = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.05
-    quiet, loud = F.mel_image(y, d), F.mel_image(4 * y, d)
+    quiet, loud = mel_image(y, d), mel_image(4 * y, d)
     assert quiet.shape == (128, 63)
     assert loud.mean() > quiet.mean() + 10  # the default keeps level (fixed dB scale)...
     y22 = np.random.default_rng(1).standard_normal(22050).astype(np.float32) * 0.05
-    np.testing.assert_allclose(F.mel_image(y22, s), F.mel_image(4 * y22, s), atol=1)  # ...the seed image does not
-    capped = F.mel_image(np.tile(y, 20), d)  # 20 s clip, capped at max_seconds = 12
+    np.testing.assert_allclose(mel_image(y22, s), mel_image(4 * y22, s), atol=1)  # ...the seed image does not
+    capped = mel_image(np.tile(y, 20), d)  # 20 s clip, capped at max_seconds = 12
     assert capped.shape == (128, 1 + 12 * 16000 // 256)
 
 
@@ -123,7 +132,7 @@ def test_mel_image_fallbacks_and_level() -> None:
 
 def test_extract_mels_statuses_errors_and_fallbacks(media: dict[str, Path], tmp_path: Path) -> None:
     errors = tmp_path / "errors.csv"
-    store = F.extract_mels(_clips(media), {}, tmp_path / "cache", workers=1, progress=False, errors_csv=errors)
+    store = extract_mels(_clips(media), {}, tmp_path / "cache", workers=1, progress=False, errors_csv=errors)
     t = store.table.set_index("video_name")
     assert t.loc["c0.mp4", "status"] == "ok" and t.loc["c0.mp4", "has_audio"]
     assert t.loc["noaudio.mp4", "status"] == "no_audio" and t.loc["silent.mp4", "status"] == "no_audio"
@@ -134,35 +143,35 @@ def test_extract_mels_statuses_errors_and_fallbacks(media: dict[str, Path], tmp_
         img = store.get(name)
         assert img.shape == store.fallback_shape and not img.any() and not store.has_audio(name)
     assert store.has_audio("c2.mp4") and "c2.mp4" in store and "never-seen.mp4" not in store
-    assert store.root == tmp_path / "cache" / f"mel-{store.key}" and store.key == params_hash(F.mel_params({}))
+    assert store.root == tmp_path / "cache" / f"mel-{store.key}" and store.key == params_hash(mel_params({}))
     err = pd.read_csv(errors)
     assert list(err.columns) == ["clip", "stage", "message"] and list(err["clip"]) == ["zero.mp4"]
-    reopened = F.MelStore(store.root)  # a later session reads the same cache without recomputing
+    reopened = MelStore(store.root)  # a later session reads the same cache without recomputing
     np.testing.assert_array_equal(reopened.get("c3.mp4"), store.get("c3.mp4"))
 
 
 def test_cache_is_keyed_by_params_and_resumes(media: dict[str, Path], tmp_path: Path) -> None:
     clips = _clips(media, ["c0.mp4", "c1.mp4", "c2.mp4", "noaudio.mp4"])
-    a = F.extract_mels(clips, {"mel_preset": "default"}, tmp_path, workers=1, progress=False)
+    a = extract_mels(clips, {"mel_preset": "default"}, tmp_path, workers=1, progress=False)
     assert a.stats["computed"] == 4
-    b = F.extract_mels(clips, {"mel_preset": "default", "mel_n_mels": 64}, tmp_path, workers=1, progress=False)
+    b = extract_mels(clips, {"mel_preset": "default", "mel_n_mels": 64}, tmp_path, workers=1, progress=False)
     assert b.root != a.root and b.stats["computed"] == 4 and b.get("c0.mp4").shape[0] == 64
-    again = F.extract_mels(clips, {}, tmp_path, workers=1, progress=False)
+    again = extract_mels(clips, {}, tmp_path, workers=1, progress=False)
     assert again.root == a.root and again.stats["computed"] == 0 and again.stats["cached"] == 4
     before = a.get("c2.mp4")
     a.path("c2.mp4").unlink()
-    resumed = F.extract_mels(clips, {}, tmp_path, workers=1, progress=False)
+    resumed = extract_mels(clips, {}, tmp_path, workers=1, progress=False)
     assert resumed.stats["computed"] == 1 and resumed.stats["cached"] == 3
     np.testing.assert_array_equal(resumed.get("c2.mp4"), before)
     (tmp_path / f"mel-{a.key}" / "manifest.csv").unlink()  # entries alone are enough to resume
-    recovered = F.extract_mels(clips, {}, tmp_path, workers=1, progress=False)
+    recovered = extract_mels(clips, {}, tmp_path, workers=1, progress=False)
     assert recovered.stats["computed"] == 1  # only the no-audio clip, which has no entry file
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"mel-{a.key}", f"mel-{b.key}"])
 
 
 def test_packed_is_memory_mapped_and_reused(media: dict[str, Path], tmp_path: Path) -> None:
     clips = _clips(media, ["c0.mp4", "c3.mp4", "noaudio.mp4"])
-    store = F.extract_mels(clips, {}, tmp_path, workers=2, progress=False)
+    store = extract_mels(clips, {}, tmp_path, workers=2, progress=False)
     names = ["c3.mp4", "noaudio.mp4", "c0.mp4"]
     packed = store.packed(names, 32, 48)
     assert isinstance(packed, np.memmap) and packed.shape == (3, 32, 48) and packed.dtype == np.uint8
@@ -184,7 +193,7 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
         import sys, time
         import pandas as pd
         sys.path.insert(0, {str(ROOT)!r})
-        from ffdv_utils import features as F
+        import ffdv_utils.features.extract as F
         slow = F._mel_task
         def _slowed(path):  # stretch each clip so the parent can be killed halfway through
             time.sleep(0.15)
@@ -196,7 +205,7 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
         F.extract_mels(clips, {{}}, {str(tmp_path / "cache")!r}, workers=2, progress=False, start_method="fork")
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
-    root = tmp_path / "cache" / f"mel-{params_hash(F.mel_params({}))}"
+    root = tmp_path / "cache" / f"mel-{params_hash(mel_params({}))}"
     deadline = time.time() + 40
     done = 0
     while time.time() < deadline and proc.poll() is None:
@@ -210,7 +219,7 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
     done = len(list(root.glob("entries/*/*.npy")))
     assert 6 <= done < len(names)
     clips = pd.DataFrame({"video_name": names, "path": [str(vids / n) for n in names]})
-    store = F.extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False)
+    store = extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False)
     assert store.stats["cached"] >= done and store.stats["computed"] == len(names) - store.stats["cached"]
     assert (store.table["status"] == "ok").all() and len(store) == len(names)
     for n in names:
@@ -225,7 +234,7 @@ def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
 def test_faces_shape_flags_and_fallback(media: dict[str, Path], tmp_path: Path) -> None:
     errors = tmp_path / "faces_errors.csv"
     clips = _clips(media, ["c0.mp4", "noface.mp4", "zero.mp4"])
-    store = F.extract_faces(clips, {"face_frames": 4}, tmp_path, workers=1, progress=False, errors_csv=errors)
+    store = extract_faces(clips, {"face_frames": 4}, tmp_path, workers=1, progress=False, errors_csv=errors)
     crops = store.get("c0.mp4")
     assert crops.shape == (4, 112, 112, 3) and crops.dtype == np.uint8
     assert store.face_found("c0.mp4").all()
@@ -237,7 +246,7 @@ def test_faces_shape_flags_and_fallback(media: dict[str, Path], tmp_path: Path) 
     assert store.get("noface.mp4").shape == (4, 112, 112, 3) and store.get("noface.mp4").any()
     assert store.status("zero.mp4") == "error" and not store.get("zero.mp4").any()
     assert list(pd.read_csv(errors)["clip"]) == ["zero.mp4"]
-    center = F.extract_faces(clips[:1], {"face_frames": 4, "face_detector": "center", "face_size": 64}, tmp_path,
+    center = extract_faces(clips[:1], {"face_frames": 4, "face_detector": "center", "face_size": 64}, tmp_path,
                              workers=1, progress=False)
     assert center.root != store.root and center.get("c0.mp4").shape == (4, 64, 64, 3)
     assert not center.face_found("c0.mp4").any()
@@ -247,7 +256,7 @@ def test_faces_shape_flags_and_fallback(media: dict[str, Path], tmp_path: Path) 
 
 
 def test_extraction_targets_judged_on_figures() -> None:
-    from ffdv_utils.bench import extraction_targets
+    from ffdv_utils.bench.extraction import extraction_targets
 
     t = extraction_targets({"ratio_1w": 16.5, "ratio_par": 19.9, "faces_clips_per_s_per_core": 2.0,
                             "peak_rss_total_mib": 1600.0})
@@ -259,7 +268,8 @@ def test_extraction_targets_judged_on_figures() -> None:
 def test_bench_extraction_small(media: dict[str, Path], tmp_path: Path) -> None:
     import argparse
 
-    from ffdv_utils.bench import add_bench_parser, bench_extraction
+    from ffdv_utils.bench.extraction import bench_extraction
+    from ffdv_utils.cli.main import add_bench_parser
 
     vids = tmp_path / "v"
     vids.mkdir()

@@ -15,7 +15,17 @@ import nbformat
 import pytest
 import torch
 
-from ffdv_utils import cli, config, kaggle, predict
+from ffdv_utils.cli.main import main
+from ffdv_utils.core.config import save_params
+from ffdv_utils.core.paths import notebooks_dir, project_root, run_dir
+from ffdv_utils.inference.kaggle import (
+    check_dataset_metadata,
+    check_kernel_metadata,
+    check_staged,
+    push,
+    stage,
+)
+from ffdv_utils.models.checkpoint import checkpoint_path, load_model
 
 RUN = "kaggle-fake"
 OWNER = "ffdvtester"
@@ -24,17 +34,17 @@ OWNER = "ffdvtester"
 @pytest.fixture(scope="module")
 def fake_run(session_outputs) -> str:
     """A run folder with an untrained test_resnet checkpoint in the layout train.fit writes (no training needed)."""
-    from ffdv_utils.models import build_model
-    from ffdv_utils.train import TRAIN_DEFAULTS
+    from ffdv_utils.models.registry import build_model
+    from ffdv_utils.training.loop import TRAIN_DEFAULTS
 
     params = {**TRAIN_DEFAULTS, "run_name": RUN, "model": "test_resnet", "image_size": 64}
     torch.manual_seed(0)
     model = build_model(params)
-    folder = config.run_dir(RUN)
+    folder = run_dir(RUN)
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "params": params, "epoch": 1, "metrics": {"auc": 0.5}},
                folder / "checkpoints" / "best.pt")
-    config.save_params(folder / "params.yaml", params)
+    save_params(folder / "params.yaml", params)
     return RUN
 
 
@@ -46,7 +56,7 @@ def staged(fake_run, tmp_path_factory) -> Path:
     saved["KAGGLE_CONFIG_DIR"] = os.environ.get("KAGGLE_CONFIG_DIR")
     os.environ["KAGGLE_CONFIG_DIR"] = str(tmp_path_factory.mktemp("no-kaggle-config"))
     try:
-        code = cli.main(["kaggle", "stage", "--out", str(out), "--run", fake_run, "--owner", OWNER,
+        code = main(["kaggle", "stage", "--out", str(out), "--run", fake_run, "--owner", OWNER,
                          "-p", "test_template", "test_template.csv", "-p", "tta", "2"])
     finally:
         for k, v in saved.items():
@@ -79,7 +89,7 @@ def test_kernel_metadata_follows_the_cli_rules(staged):
     assert meta["competition_sources"] == ["multi-ffdv"]
     assert f"{OWNER}/ffdv-utils" in meta["dataset_sources"] and len(meta["dataset_sources"]) == 2
     assert all("<username>" not in s for s in meta["dataset_sources"])
-    assert kaggle.check_staged(staged) == []
+    assert check_staged(staged) == []
 
 
 def test_dataset_holds_wheel_and_weights(staged, fake_run):
@@ -92,7 +102,7 @@ def test_dataset_holds_wheel_and_weights(staged, fake_run):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         metadata = next(z.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
-    package = {f"ffdv_utils/{p.name}" for p in (config.project_root() / "ffdv_utils").glob("*.py")}
+    package = {p.relative_to(project_root()).as_posix() for p in (project_root() / "ffdv_utils").rglob("*.py")}
     assert package <= names  # every module of the package travels
     assert "Name: ffdv-utils" in metadata
     saved = torch.load(ds / f"{fake_run}-best.pt", map_location="cpu", weights_only=False)
@@ -114,7 +124,7 @@ def test_staged_notebook_installs_offline_then_runs_06_submission(staged):
     assert values == {"test_template": "test_template.csv", "tta": 2, "run_name": RUN,
                       "runs": [f"/kaggle/input/ffdv-utils/{RUN}-best.pt"]}
     # apart from the added cells, the kernel runs exactly the notebook the tests execute
-    source = nbformat.read(str(config.notebooks_dir() / "06_submission.ipynb"), as_version=4)
+    source = nbformat.read(str(notebooks_dir() / "06_submission.ipynb"), as_version=4)
     added = {0, nb.cells.index(injected[0]), len(nb.cells) - 1}
     kept = [c.source for i, c in enumerate(nb.cells) if i not in added]
     assert kept == [c.source for c in source.cells]
@@ -131,7 +141,7 @@ def test_wheel_installs_without_index_or_dependencies(staged, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     # the installed copy, not the working tree, is what gets imported
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ffdv_utils, ffdv_utils.kaggle as k; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ffdv_utils, ffdv_utils.inference.kaggle as k; "
             "print(ffdv_utils.__file__); print(k.WHEEL_DATASET_SLUG)")
     res = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, cwd=tmp_path,
                          timeout=300)
@@ -165,9 +175,9 @@ GOOD = {"id": "someone/ffdv-submission", "title": "FFDV submission", "code_file"
 ])
 def test_kernel_check_rejects(tmp_path, change, match):
     nbformat.write(nbformat.v4.new_notebook(), str(tmp_path / "k.ipynb"))
-    assert kaggle.check_kernel_metadata(GOOD, tmp_path) == []
+    assert check_kernel_metadata(GOOD, tmp_path) == []
     meta = {k: v for k, v in {**GOOD, **change}.items() if v is not None or k == "enable_internet"}
-    problems = kaggle.check_kernel_metadata(meta, tmp_path)
+    problems = check_kernel_metadata(meta, tmp_path)
     assert any(re.search(match, p) for p in problems), problems
 
 
@@ -180,25 +190,25 @@ def test_kernel_check_rejects(tmp_path, change, match):
 ])
 def test_dataset_check_rejects(change, match):
     good = {"title": "FFDV utils package", "id": "someone/ffdv-utils", "licenses": [{"name": "CC0-1.0"}]}
-    assert kaggle.check_dataset_metadata(good) == []
+    assert check_dataset_metadata(good) == []
     meta = {k: v for k, v in {**good, **change}.items() if v is not None}
-    assert any(re.search(match, p) for p in kaggle.check_dataset_metadata(meta))
+    assert any(re.search(match, p) for p in check_dataset_metadata(meta))
 
 
 def test_dataset_check_needs_a_flat_folder_with_a_wheel(tmp_path):
     good = {"title": "FFDV utils package", "id": "someone/ffdv-utils", "licenses": [{"name": "CC0-1.0"}]}
-    assert any("no wheel" in p for p in kaggle.check_dataset_metadata(good, tmp_path))
+    assert any("no wheel" in p for p in check_dataset_metadata(good, tmp_path))
     (tmp_path / "x-0.1-py3-none-any.whl").write_bytes(b"")
     (tmp_path / "runs").mkdir()
-    assert any("sub-folders" in p for p in kaggle.check_dataset_metadata(good, tmp_path))
+    assert any("sub-folders" in p for p in check_dataset_metadata(good, tmp_path))
 
 
 def test_stage_without_owner_keeps_the_placeholder_and_reports_it(fake_run, tmp_path, monkeypatch):
     for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setattr(kaggle, "build_wheel", lambda dest: _fake_wheel(Path(dest)))
-    res = kaggle.stage(tmp_path / "out", fake_run, weights=False)
+    monkeypatch.setattr("ffdv_utils.inference.kaggle.build_wheel", lambda dest: _fake_wheel(Path(dest)))
+    res = stage(tmp_path / "out", fake_run, weights=False)
     assert res["kernel_id"] == "<username>/ffdv-submission"
     assert any("placeholder" in p for p in res["problems"])
     assert not list((tmp_path / "out" / "dataset").glob("*.pt"))
@@ -220,7 +230,7 @@ def test_push_says_what_is_missing(staged, tmp_path, monkeypatch, capsys):
     for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
-    assert cli.main(["kaggle", "push", "--dir", str(staged)]) == 2
+    assert main(["kaggle", "push", "--dir", str(staged)]) == 2
     err = capsys.readouterr().err
     assert "kaggle CLI is not installed" in err and "KAGGLE_USERNAME and KAGGLE_KEY" in err
 
@@ -258,8 +268,8 @@ def test_push_runs_the_cli_in_order(staged, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("KAGGLE_USERNAME", OWNER)
     monkeypatch.setenv("KAGGLE_KEY", "not-a-real-key")
-    assert kaggle.push(staged, message="test", wait_s=5, poll_s=0) == 0  # first time: create
-    assert kaggle.push(staged, message="again", wait_s=5, poll_s=0) == 0  # then: a new version
+    assert push(staged, message="test", wait_s=5, poll_s=0) == 0  # first time: create
+    assert push(staged, message="again", wait_s=5, poll_s=0) == 0  # then: a new version
     calls = [json.loads(line) for line in (state / "calls.jsonl").read_text().splitlines()]
     ds_id, ds_dir = f"{OWNER}/ffdv-utils", str(staged / "dataset")
     assert calls == [
@@ -275,8 +285,9 @@ def test_push_runs_the_cli_in_order(staged, tmp_path, monkeypatch):
 
 
 def _pretend_kaggle(monkeypatch, input_dir: Path) -> None:
-    monkeypatch.setattr(config, "KAGGLE_INPUT", input_dir)
-    monkeypatch.setattr(config, "is_kaggle", lambda: True)
+    monkeypatch.setattr("ffdv_utils.core.paths.KAGGLE_INPUT", input_dir)
+    monkeypatch.setattr("ffdv_utils.core.paths.is_kaggle", lambda: True)
+    monkeypatch.setattr("ffdv_utils.models.checkpoint.is_kaggle", lambda: True)
 
 
 def test_staged_checkpoint_is_found_under_kaggle_input(staged, fake_run, tmp_path, monkeypatch):
@@ -284,22 +295,23 @@ def test_staged_checkpoint_is_found_under_kaggle_input(staged, fake_run, tmp_pat
     (inp / "some-mount").mkdir(parents=True)
     os.symlink(staged / "dataset", inp / "some-mount" / "ffdv-utils")  # mounted one level deeper than named
     _pretend_kaggle(monkeypatch, inp)
-    ckpt = predict.checkpoint_path(f"/kaggle/input/ffdv-utils/{fake_run}-best.pt")
+    ckpt = checkpoint_path(f"/kaggle/input/ffdv-utils/{fake_run}-best.pt")
     assert ckpt.name == f"{fake_run}-best.pt" and ckpt.is_file()
-    model, params = predict.load_model(ckpt, device="cpu")
+    model, params = load_model(ckpt, device="cpu")
     assert params["model"] == "test_resnet" and params["pretrained"] is False
     # a run name with no local folder is looked up as <run>-best.pt as well
     monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path / "empty-outputs"))
-    assert predict.checkpoint_path(fake_run) == ckpt
+    assert checkpoint_path(fake_run) == ckpt
     with pytest.raises(FileNotFoundError, match="attach"):
-        predict.checkpoint_path("no-such-run")
+        checkpoint_path("no-such-run")
 
 
 def test_pretrained_local_weights_file(tmp_path, monkeypatch):
     import timm
     from safetensors.torch import save_file
 
-    from ffdv_utils.models import build_model, create_backbone
+    from ffdv_utils.models.backbones import create_backbone
+    from ffdv_utils.models.registry import build_model
 
     torch.manual_seed(123)
     reference = timm.create_model("test_resnet", pretrained=False)

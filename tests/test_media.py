@@ -10,8 +10,8 @@ import av
 import numpy as np
 import pytest
 
-from ffdv_utils.bench import make_clip
-from ffdv_utils.media import MediaError, load_audio, load_frames, probe_video
+from ffdv_utils.media.decode import MediaError, load_audio, load_frames, probe_video
+from ffdv_utils.sample_data.clips import make_clip
 
 
 def _index_clip(path: Path, n_frames: int, keyint: int, bframes: bool = True) -> Path:

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from ffdv_utils import metrics
+from ffdv_utils.core import metrics
 
 
 def test_auc_matches_pair_counting():

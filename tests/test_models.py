@@ -6,11 +6,26 @@ import numpy as np
 import pytest
 import torch
 
-from ffdv_utils import compare, models, train
-from ffdv_utils.datasets import ClipDataset
-from ffdv_utils.marle import (MarleModel, RegionAttention, diversity_loss, relation_mask,
-                              temporal_consistency_loss)
-from ffdv_utils.models import ModelRuleError, build_model, count_parameters
+from ffdv_utils.features.batches import ClipDataset
+from ffdv_utils.models.backbones import create_backbone, resolve_pretrained
+from ffdv_utils.models.layers import noisy_or_logit
+from ffdv_utils.models.marle import (
+    MarleModel,
+    RegionAttention,
+    diversity_loss,
+    relation_mask,
+    temporal_consistency_loss,
+)
+from ffdv_utils.models.registry import build_model, model_inputs, parameter_count
+from ffdv_utils.models.rules import MAX_PARAMS, ModelRuleError, count_parameters
+from ffdv_utils.models.sync import (
+    lip_sync_cue,
+    mouth_spread,
+    sample_at_frames,
+    speech_energy,
+)
+from ffdv_utils.training.loop import TRAIN_DEFAULTS, fit
+from ffdv_utils.training.losses import total_loss
 
 TINY = {"model": "test_resnet", "pretrained": False}
 CASES = [
@@ -38,7 +53,7 @@ def tiny_batch(b: int = 2, t: int = 4, size: int = 32, seed: int = 0) -> dict:
 @pytest.mark.parametrize("over", CASES, ids=lambda o: "-".join(str(v) for v in o.values()))
 def test_forward_and_one_training_step(over: dict) -> None:
     torch.manual_seed(0)
-    params = {**train.TRAIN_DEFAULTS, **TINY, **over}
+    params = {**TRAIN_DEFAULTS, **TINY, **over}
     model = build_model(params)
     batch = tiny_batch()
     model.train()
@@ -48,7 +63,7 @@ def test_forward_and_one_training_step(over: dict) -> None:
     if over["model_type"] == "marle":
         assert out["aux_loss"].ndim == 0 and torch.isfinite(out["aux_loss"])
         assert set(out["aux_terms"]) == {"diversity", "temporal"}
-    loss = train.total_loss(out, batch["target"], params)
+    loss = total_loss(out, batch["target"], params)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = [p.detach().clone() for p in model.parameters()]
     opt.zero_grad()
@@ -59,7 +74,7 @@ def test_forward_and_one_training_step(over: dict) -> None:
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(batch)["logit"]).all()
-    assert models.model_inputs(model) == (("faces",) if over["model_type"] == "visual" or
+    assert model_inputs(model) == (("faces",) if over["model_type"] == "visual" or
                                           (over["model_type"] == "marle" and "marle_audio" not in over)
                                           else ("mel",) if over["model_type"] == "audio" else ("mel", "faces"))
 
@@ -73,12 +88,12 @@ def test_fit_runs_each_model_type_on_in_memory_data(tmp_path, monkeypatch) -> No
     faces = rng.integers(0, 255, (n, 4, 32, 32, 3), dtype=np.uint8)
     targets = np.array([0, 1] * (n // 2), np.float32)
     for kind in ("fusion", "marle"):
-        params = {**train.TRAIN_DEFAULTS, **TINY, "model_type": kind, "marle_audio": "sync", "epochs": 1,
+        params = {**TRAIN_DEFAULTS, **TINY, "model_type": kind, "marle_audio": "sync", "epochs": 1,
                   "batch_size": 4, "progress": False, "resume": False, "run_name": f"t-{kind}",
                   "select_metric": "last"}
         tr = ClipDataset([f"c{i}" for i in range(n)], targets, mels=mels, faces=faces, av_swap_prob=0.5)
         va = ClipDataset([f"v{i}" for i in range(n)], targets, mels=mels, faces=faces)
-        result = train.fit(params, None, tr, va)
+        result = fit(params, None, tr, va)
         assert result["n_params"] == count_parameters(build_model(params))
         assert 0.0 <= result["val_auc"] <= 1.0
 
@@ -102,24 +117,24 @@ def test_av_swap_labels_the_pair_fake_and_keeps_each_branch_truth() -> None:
     sync = torch.stack([untouched[i]["target_sync"] for i in range(n)])
     assert torch.equal(sync[targets == 0], torch.zeros(4)) and sync[targets == 1].isnan().all()  # unknown
     out = {"logit": torch.zeros(2), "branch_logits": {"audio": torch.full((2,), 5.0), "visual": torch.zeros(2)}}
-    p = {**train.TRAIN_DEFAULTS, "branch_loss": 1.0}
+    p = {**TRAIN_DEFAULTS, "branch_loss": 1.0}
     fake = torch.ones(2)
-    own = train.total_loss(out, fake, p, {"audio": torch.zeros(2)})  # the audio branch is judged on its own truth
-    assert own > train.total_loss(out, fake, p) + 4.0
+    own = total_loss(out, fake, p, {"audio": torch.zeros(2)})  # the audio branch is judged on its own truth
+    assert own > total_loss(out, fake, p) + 4.0
     out["branch_logits"]["sync"] = torch.full((2,), 5.0)
     out["explicit_branches"] = ("sync",)
-    base = train.total_loss(out, fake, p)  # no sync target given: the sync branch adds nothing
-    assert torch.isclose(base, train.total_loss({**out, "branch_logits": {
+    base = total_loss(out, fake, p)  # no sync target given: the sync branch adds nothing
+    assert torch.isclose(base, total_loss({**out, "branch_logits": {
         k: v for k, v in out["branch_logits"].items() if k != "sync"}}, fake, p))
-    half = train.total_loss(out, fake, p, {"sync": torch.tensor([0.0, float("nan")])})
+    half = total_loss(out, fake, p, {"sync": torch.tensor([0.0, float("nan")])})
     assert half > base + 4.0  # only the item with a sync target counts
 
 
 def test_noisy_or_logit_is_the_probability_that_any_branch_fires() -> None:
     z = torch.tensor([[0.3, -1.2, 2.0], [-4.0, -4.0, -4.0]])
     expected = 1 - (1 - torch.sigmoid(z)).prod(1)
-    assert torch.allclose(torch.sigmoid(models.noisy_or_logit(z)), expected, atol=1e-5)
-    off = models.noisy_or_logit(z, torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]))
+    assert torch.allclose(torch.sigmoid(noisy_or_logit(z)), expected, atol=1e-5)
+    off = noisy_or_logit(z, torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]))
     assert torch.allclose(torch.sigmoid(off[0]), 1 - (1 - torch.sigmoid(z[0, :2])).prod(), atol=1e-5)
     model = build_model({**TINY, "model_type": "fusion", "fusion_head": "or"}).eval()
     with torch.no_grad():
@@ -129,7 +144,7 @@ def test_noisy_or_logit_is_the_probability_that_any_branch_fires() -> None:
 
 @pytest.mark.parametrize("over", [{"model_type": "fusion"}, {"model_type": "marle", "marle_audio": "mel"}])
 def test_grad_cam_maps_for_mel_and_faces(over: dict) -> None:
-    from ffdv_utils.explain import grad_cam
+    from ffdv_utils.training.gradcam import grad_cam
 
     torch.manual_seed(0)
     model = build_model({**TINY, **over})
@@ -195,7 +210,7 @@ def test_masking_only_in_training() -> None:
 
 def test_sample_at_frames_hits_slice_centres() -> None:
     ramp = torch.arange(16, dtype=torch.float32).view(1, 1, 16)  # value == column index
-    got = models.sample_at_frames(ramp, 4)[0, :, 0]
+    got = sample_at_frames(ramp, 4)[0, :, 0]
     assert torch.allclose(got, torch.tensor([1.5, 5.5, 9.5, 13.5]))
 
 
@@ -217,24 +232,24 @@ def test_lip_sync_cue_follows_mouth_and_sound() -> None:
     g = torch.Generator().manual_seed(0)
     talk = torch.rand(6, 12, generator=g)
     mel, faces = _talking(talk, talk)
-    in_sync = models.lip_sync_cue(mel, faces)
+    in_sync = lip_sync_cue(mel, faces)
     assert (in_sync > 0.9).all()  # the mouth opens exactly when it is loud
     other = torch.rand(6, 12, generator=g)  # the sound of another clip
     mel_other, _ = _talking(other, other)
-    mismatch = models.lip_sync_cue(mel_other, faces)
+    mismatch = lip_sync_cue(mel_other, faces)
     assert mismatch.abs().mean() < 0.5 and (mismatch < in_sync).all()
     # the cue looks at the lips only: a dark patch high on the face does not move it
     upper = faces.clone()
     upper[..., 2:8, 2:8] = torch.rand(6, 12, 1, 1, 1, generator=g).expand(6, 12, 3, 6, 6)
-    assert torch.allclose(models.lip_sync_cue(mel, upper), in_sync, atol=1e-5)
-    assert models.mouth_spread(faces).shape == (6, 12, 1) and models.speech_energy(mel, 12).shape == (6, 12, 1)
+    assert torch.allclose(lip_sync_cue(mel, upper), in_sync, atol=1e-5)
+    assert mouth_spread(faces).shape == (6, 12, 1) and speech_energy(mel, 12).shape == (6, 12, 1)
 
 
 def test_parameter_cap_refuses_a_huge_backbone_on_the_meta_device() -> None:
     params = {"model_type": "visual", "model": "vit_huge_patch14_224", "pretrained": False}
     with torch.device("meta"), pytest.raises(ModelRuleError, match="200M"):
         build_model(params)
-    assert compare.parameter_count(params) > models.MAX_PARAMS  # counted, not refused
+    assert parameter_count(params) > MAX_PARAMS  # counted, not refused
 
 
 def test_max_params_refuses_a_model_over_a_smaller_limit() -> None:
@@ -244,16 +259,16 @@ def test_max_params_refuses_a_model_over_a_smaller_limit() -> None:
 
 
 def test_pretrained_weights_only_from_a_local_file(tmp_path) -> None:
-    assert models.resolve_pretrained(False) == (False, None)
+    assert resolve_pretrained(False) == (False, None)
     with pytest.raises(ModelRuleError, match="not found"):
-        models.resolve_pretrained(str(tmp_path / "missing.pth"))
+        resolve_pretrained(str(tmp_path / "missing.pth"))
     torch.manual_seed(1)
-    source = models.create_backbone("test_resnet")
+    source = create_backbone("test_resnet")
     weights = tmp_path / "test_resnet.pth"
     torch.save(source.state_dict(), weights)
-    assert models.resolve_pretrained(str(weights)) == (True, str(weights))
+    assert resolve_pretrained(str(weights)) == (True, str(weights))
     torch.manual_seed(2)
-    loaded = models.create_backbone("test_resnet", str(weights))
+    loaded = create_backbone("test_resnet", str(weights))
     for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
 

@@ -10,16 +10,20 @@ import pandas as pd
 import papermill as pm
 import pytest
 import yaml
-
 from conftest import TINY
-from ffdv_utils import config, pipeline
+
+from ffdv_utils.core.config import read_yaml
+from ffdv_utils.core.errors import ConfigError
+from ffdv_utils.core.files import read_json
+from ffdv_utils.core.paths import NOTEBOOKS as NOTEBOOK_NAMES
+from ffdv_utils.core.runner import resolve_notebook_params, run_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def test_six_numbered_notebooks():
-    assert [p.stem for p in NOTEBOOKS] == list(config.NOTEBOOKS)
+    assert [p.stem for p in NOTEBOOKS] == list(NOTEBOOK_NAMES)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -45,23 +49,23 @@ def test_params_file_matches_parameters_cell(path):
     from ast import literal_eval
 
     defaults = {k: literal_eval(v) for k, v in declared.items()}
-    assert config.read_yaml(ROOT / "params" / f"{path.stem}.yaml") == defaults
+    assert read_yaml(ROOT / "params" / f"{path.stem}.yaml") == defaults
 
 
 def test_unknown_parameter_is_refused():
-    with pytest.raises(config.ConfigError, match="lrr"):
-        pipeline.resolve_notebook_params(["03_train"], overrides={"lrr": 0.1})
+    with pytest.raises(ConfigError, match="lrr"):
+        resolve_notebook_params(["03_train"], overrides={"lrr": 0.1})
 
 
 @pytest.mark.notebooks
 def test_pipeline_end_to_end_on_unseen_data(sample, session_outputs):
     """The Done-when of the skeleton: the runner on an FFDV folder writes a prediction per template row."""
-    folder = pipeline.run_pipeline("e2e", sample["data_root"], overrides={**TINY, "test_template": "test_template.csv",
+    folder = run_pipeline("e2e", sample["data_root"], overrides={**TINY, "test_template": "test_template.csv",
                                    "test_labels": str(sample["answers"] / "test_label.txt"),
                                    "test_kinds": str(sample["answers"] / "manipulations.csv"),
                                    "kinds_csv": str(sample["answers"] / "manipulations.csv")}, progress=False)
     assert folder == session_outputs / "e2e"
-    for name in config.NOTEBOOKS:
+    for name in NOTEBOOK_NAMES:
         assert (folder / "notebooks" / f"{name}.ipynb").is_file()
         assert (folder / "params" / f"{name}.yaml").is_file()
     template = pd.read_csv(sample["data_root"] / "test_template.csv")
@@ -69,11 +73,11 @@ def test_pipeline_end_to_end_on_unseen_data(sample, session_outputs):
     assert list(pred.columns) == ["video_name", "score"]
     assert pred.video_name.tolist() == template.video_name.tolist()
     assert pred.score.between(0, 1).all()
-    m = config.read_json(folder / "metrics.json")
+    m = read_json(folder / "metrics.json")
     for key in ("val_auc", "val_tpr@fpr=1e-2", "val_tpr@fpr=1e-3", "val_accuracy", "val_f1", "val_log_loss",
                 "test_auc", "n_params"):
         assert key in m
-    resolved = config.read_yaml(folder / "params.yaml")
+    resolved = read_yaml(folder / "params.yaml")
     assert resolved["model"] == "test_resnet" and resolved["data_root"] == str(sample["data_root"].resolve())
     board = pd.read_csv(folder / "leaderboard.csv")
     assert board.name.tolist() == ["tiny_fusion"]
@@ -96,6 +100,6 @@ def test_train_notebook_alone_with_papermill_cli(sample, session_outputs, tmp_pa
     subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / "03_train.ipynb"), str(out),
                     "-f", str(ROOT / "params" / "03_train.yaml"), "-f", str(over), "-k", "python3",
                     "--no-progress-bar"], check=True, cwd=tmp_path, capture_output=True)
-    m = config.read_json(session_outputs / "alone" / "metrics.json")
+    m = read_json(session_outputs / "alone" / "metrics.json")
     assert m["model"] == "test_resnet" and 0 <= m["val_auc"] <= 1
     assert (session_outputs / "alone" / "checkpoints" / "best.pt").is_file()

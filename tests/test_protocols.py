@@ -6,7 +6,24 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ffdv_utils import protocols
+from ffdv_utils.data.splits import (
+    Split,
+    cluster_splits,
+    labelled_clips,
+    read_split,
+    write_split,
+)
+from ffdv_utils.experiments.protocols import (
+    cluster_assign,
+    evaluate_scores,
+    make_splits,
+    protocol_leaderboard,
+)
+from ffdv_utils.experiments.sync_cue import (
+    plot_sync_cue,
+    sync_cue_summary,
+    sync_cue_table,
+)
 
 KINDS = ("real", "audio", "visual", "av_mismatch")
 
@@ -36,7 +53,7 @@ def data_root(tmp_path):
 
 def test_held_out_kind_never_trains_on_the_held_out_kind(data_root) -> None:
     kinds_csv = data_root.parent / "answers" / "manipulations.csv"
-    splits = protocols.make_splits(data_root, ["plain", "held_out_kind"], kinds_csv=kinds_csv)
+    splits = make_splits(data_root, ["plain", "held_out_kind"], kinds_csv=kinds_csv)
     held = [s for s in splits if s.protocol == "held_out_kind"]
     assert sorted(s.held_out for s in held) == ["audio", "av_mismatch", "visual"]
     for s in held:
@@ -54,9 +71,9 @@ def test_without_kinds_the_cluster_protocol_stands_in(data_root, monkeypatch) ->
     def fake_stats(clips, params=None, index=None, workers=None, progress=False):
         return pd.DataFrame({"video_name": clips.video_name, "fps": np.arange(len(clips)) % 3 * 10.0})
 
-    monkeypatch.setattr(protocols, "clip_statistics", fake_stats)
+    monkeypatch.setattr("ffdv_utils.experiments.protocols.clip_statistics", fake_stats)
     with pytest.warns(UserWarning, match="kinds_csv"):
-        splits = protocols.make_splits(data_root, ["held_out_kind"], n_clusters=3, cluster_folds=3)
+        splits = make_splits(data_root, ["held_out_kind"], n_clusters=3, cluster_folds=3)
     assert [s.protocol for s in splits] == ["cluster"] * 3
 
 
@@ -68,9 +85,9 @@ def test_cluster_splits_hold_whole_clusters_out() -> None:
     centres = rng.normal(0, 10, (5, 3))
     truth = rng.integers(0, 5, n)
     stats = pd.DataFrame(centres[truth] + rng.normal(0, 0.1, (n, 3)), columns=["fps", "log_pixels", "mel_mean"])
-    clusters = protocols.cluster_assign(stats, n_clusters=5)
+    clusters = cluster_assign(stats, n_clusters=5)
     assert pd.crosstab(clusters, truth).gt(0).sum(axis=1).eq(1).all()  # well separated groups are found
-    splits = protocols.cluster_splits(clips, clusters, n_folds=2)
+    splits = cluster_splits(clips, clusters, n_folds=2)
     assert len(splits) == 2
     evaluated = pd.concat([s.eval for s in splits])
     assert sorted(evaluated.video_name) == sorted(clips.video_name)  # every clip evaluated exactly once
@@ -81,13 +98,13 @@ def test_cluster_splits_hold_whole_clusters_out() -> None:
 
 def test_split_file_round_trip_and_test_protocol(data_root) -> None:
     answers = data_root.parent / "answers"
-    splits = protocols.make_splits(data_root, ["plain", "test"], kinds_csv=answers / "manipulations.csv",
+    splits = make_splits(data_root, ["plain", "test"], kinds_csv=answers / "manipulations.csv",
                                    test_labels=answers / "test_label.txt")
     test = splits[1]
     assert test.train_key() == splits[0].train_key()  # same training set: one model serves both
     assert len(test.eval) == 8 and set(test.eval.folder) == {"testset"}
-    path = protocols.write_split(test, data_root.parent / "split.csv")
-    train, evals = protocols.read_split(path, data_root)
+    path = write_split(test, data_root.parent / "split.csv")
+    train, evals = read_split(path, data_root)
     assert list(train.video_name) == list(test.train.video_name)
     assert list(evals.video_name) == list(test.eval.video_name)
     assert all(p.startswith(str(data_root)) for p in evals.path)
@@ -97,9 +114,9 @@ def test_split_file_round_trip_and_test_protocol(data_root) -> None:
 def test_evaluate_scores_and_one_leaderboard() -> None:
     ev = pd.DataFrame({"video_name": list("abcdef"), "target": [0, 0, 1, 1, 1, 1],
                        "kind": ["real", "real", "audio", "audio", "visual", "visual"]})
-    split = protocols.Split("plain", "plain", ev.iloc[:0], ev)
+    split = Split("plain", "plain", ev.iloc[:0], ev)
     scores = pd.DataFrame({"video_name": list("abcdef"), "score": [0.1, 0.2, 0.9, 0.8, 0.15, 0.05]})
-    m = protocols.evaluate_scores(split, scores)
+    m = evaluate_scores(split, scores)
     assert m["auc[audio]"] == 1.0 and m["auc[visual]"] == 0.25
     rows = pd.DataFrame([
         {"protocol": "plain", "split": "plain", "held_out": "", "name": "audio", "auc": 0.6, "tpr@fpr=1e-2": 0.1,
@@ -111,7 +128,7 @@ def test_evaluate_scores_and_one_leaderboard() -> None:
         {"protocol": "held_out_kind", "split": "holdout-visual", "held_out": "visual", "name": "fusion",
          "auc": 0.5, "tpr@fpr=1e-2": 0.0, "tpr@fpr=1e-3": 0.0, "n_params": 4e6},
     ])
-    board = protocols.protocol_leaderboard(rows)
+    board = protocol_leaderboard(rows)
     assert list(board.name) == ["fusion", "audio"]
     assert board.loc[0, "held_out_kind auc"] == pytest.approx(0.6)
     assert board.loc[0, "unseen visual auc"] == 0.5
@@ -120,21 +137,21 @@ def test_evaluate_scores_and_one_leaderboard() -> None:
 
 def test_unknown_protocol_is_refused(data_root) -> None:
     with pytest.raises(ValueError, match="unknown protocol"):
-        protocols.make_splits(data_root, ["loso"])
+        make_splits(data_root, ["loso"])
 
 
 def test_sync_cue_table_on_the_sample_data(sample) -> None:
     """The untrained lip-sync cue, per clip and per kind, from the cache (what 05_compare plots)."""
-    from ffdv_utils import explain
+    pass  # IMPORT-MOVED
 
-    clips = protocols.labelled_clips(sample["data_root"])
+    clips = labelled_clips(sample["data_root"])
     params = {"image_size": 64, "face_frames": 6, "face_size": 48, "feature_workers": 1}
-    table = explain.sync_cue_table(params, clips, kinds_csv=sample["answers"] / "manipulations.csv")
+    table = sync_cue_table(params, clips, kinds_csv=sample["answers"] / "manipulations.csv")
     assert len(table) == len(clips) and set(table.video_name) == set(clips.video_name)
     assert table.sync_cue.between(-1, 1).all() and table.sync_cue.std() > 0
-    summary = explain.sync_cue_summary(table)
+    summary = sync_cue_summary(table)
     assert set(summary.group) <= {"real", "audio", "visual", "av_mismatch"} and "real" in set(summary.group)
     fakes = summary[summary.group != "real"]
     assert fakes.auc_vs_real.between(0, 1).all() and summary.n.sum() == len(table)
-    fig = explain.plot_sync_cue(table)
+    fig = plot_sync_cue(table)
     assert len(fig.axes[0].patches) > 0

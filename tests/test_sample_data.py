@@ -14,8 +14,18 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ffdv_utils import sample_data
-from ffdv_utils.sample_data import FAKE_KINDS, KINDS, SPLIT_DIRS, add_sample_data_parser, make_sample_dataset
+from ffdv_utils.cli.main import add_sample_data_parser
+from ffdv_utils.sample_data.generate import (
+    FAKE_KINDS,
+    KINDS,
+    MAX_LEAD_S,
+    MIN_CLIPS,
+    SPLIT_DIRS,
+    _make_clip,
+    _plan,
+    _render_clip,
+    make_sample_dataset,
+)
 
 SMALL_N, SMALL_SEED = 24, 1
 AUDIT_N, AUDIT_SEED = 100, 0
@@ -155,23 +165,23 @@ def test_deterministic_for_a_seed(small: dict[str, Any], tmp_path_factory: pytes
         # the rendered frames are identical (next test); libx264 itself is not always bit-repeatable, so the
         # decoded pictures may differ by coding noise (~0.3 grey levels), far below what another clip would give
         assert fa.shape == fb.shape and np.abs(fa.astype(np.float32) - fb).mean() < 1.0, row["video_name"]
-    other = {c["name"] for c in sample_data._plan(SMALL_N, SMALL_SEED + 1)}
-    assert other.isdisjoint(c["name"] for c in sample_data._plan(SMALL_N, SMALL_SEED))
+    other = {c["name"] for c in _plan(SMALL_N, SMALL_SEED + 1)}
+    assert other.isdisjoint(c["name"] for c in _plan(SMALL_N, SMALL_SEED))
 
 
 def test_rendering_is_exactly_repeatable() -> None:
-    clip = sample_data._plan(SMALL_N, SMALL_SEED)[3]
-    first, second = sample_data._render_clip(clip, SMALL_SEED), sample_data._render_clip(clip, SMALL_SEED)
+    clip = _plan(SMALL_N, SMALL_SEED)[3]
+    first, second = _render_clip(clip, SMALL_SEED), _render_clip(clip, SMALL_SEED)
     assert first["params"] == second["params"]
     assert np.array_equal(first["audio"], second["audio"])
     assert all(np.array_equal(a, b) for a, b in zip(first["frames"], second["frames"]))
-    other = sample_data._render_clip(clip, SMALL_SEED + 1)
+    other = _render_clip(clip, SMALL_SEED + 1)
     assert first["audio"].shape != other["audio"].shape or not np.allclose(first["audio"], other["audio"])
 
 
 def _render(index: int, kind: str, n_frames: int = 40) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     clip = {"index": index, "name": "x", "split": "train", "kind": kind, "target": int(kind != "real")}
-    out = sample_data._render_clip(clip, seed=123)
+    out = _render_clip(clip, seed=123)
     frames = [f for _, f in zip(range(n_frames), out["frames"])]
     return np.stack(frames), out["audio"], out["params"]
 
@@ -260,7 +270,7 @@ def test_no_metadata_shortcut(audit: dict[str, Any], feature: str) -> None:
 
 def test_every_clip_starts_with_short_silence(audit: dict[str, Any]) -> None:
     leads = np.array([r["lead"] for r in audit["rows"]])
-    assert leads.max() <= sample_data.MAX_LEAD_S + 0.05
+    assert leads.max() <= MAX_LEAD_S + 0.05
     assert leads.min() < 0.05 and leads.max() > 0.2  # drawn over the whole range, for reals and fakes alike
     for target in ("0", "1"):
         sel = leads[[r["target"] == target for r in audit["rows"]]]
@@ -280,7 +290,7 @@ def test_template_rows_are_shuffled(audit: dict[str, Any]) -> None:
 
 def test_too_few_clips_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least"):
-        make_sample_dataset(tmp_path, n=sample_data.MIN_CLIPS - 1, progress=False)
+        make_sample_dataset(tmp_path, n=MIN_CLIPS - 1, progress=False)
 
 
 def test_cli_subcommand(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -290,7 +300,7 @@ def test_cli_subcommand(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
         calls.append((out, n, seed, progress, workers))
         return {"data_root": out / "data", "answers_dir": out / "answers", "counts": {}, "errors": []}
 
-    monkeypatch.setattr(sample_data, "make_sample_dataset", fake_make)
+    monkeypatch.setattr("ffdv_utils.sample_data.generate.make_sample_dataset", fake_make)
     parser = argparse.ArgumentParser(prog="ffdv")
     add_sample_data_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["sample-data", "--out", str(tmp_path), "--n", "30", "--seed", "7"])
@@ -302,10 +312,10 @@ def test_cli_subcommand(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
 
 def test_ffmpeg_fallback_writes_h264_aac(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Without an H.264 encoder in PyAV the clip goes through imageio-ffmpeg's static binary instead."""
-    monkeypatch.setattr(sample_data, "_video_codec", lambda: None)
-    clip = sample_data._plan(SMALL_N, SMALL_SEED)[0]
+    monkeypatch.setattr("ffdv_utils.sample_data.generate._video_codec", lambda: None)
+    clip = _plan(SMALL_N, SMALL_SEED)[0]
     (tmp_path / SPLIT_DIRS[clip["split"]]).mkdir()
-    row = sample_data._make_clip((clip, SMALL_SEED, str(tmp_path)))
+    row = _make_clip((clip, SMALL_SEED, str(tmp_path)))
     assert row["error"] == ""
     info = _probe(_clip_path(tmp_path, clip["split"], f"{clip['name']}.mp4"))
     assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac")

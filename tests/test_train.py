@@ -21,9 +21,20 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from ffdv_utils import config, train
-from ffdv_utils.datasets import (IMAGENET_MEAN, IMAGENET_STD, ClipDataset, batch_loader, clip_datasets,
-                                 prepare_batch)
+from ffdv_utils.core.device import amp_dtype
+from ffdv_utils.core.runs import Run, load_run_params
+from ffdv_utils.features.batches import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipDataset,
+    batch_loader,
+    clip_datasets,
+    prepare_batch,
+)
+from ffdv_utils.models.registry import build_model
+from ffdv_utils.training.evaluate import predict_loader
+from ffdv_utils.training.loop import TRAIN_DEFAULTS, fit
+from ffdv_utils.training.runtime import gather_predictions
 
 HERE = Path(__file__).resolve().parent
 TINY = {"model": "test_resnet", "image_size": 32, "batch_size": 8, "epochs": 2, "progress": False, "lr": 3.0e-3,
@@ -152,22 +163,22 @@ def test_prepare_batch_normalises_on_device():
 
 def test_amp_dtype_by_gpu_generation(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    assert train.amp_dtype("bf16", cpu) == torch.bfloat16 and train.amp_dtype("fp16", cpu) is None
-    assert train.amp_dtype(False, cpu) is None
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: False)
-    assert train.amp_dtype("auto", cpu) is None
-    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: True)
-    assert train.amp_dtype("auto", cpu) == torch.bfloat16
+    assert amp_dtype("bf16", cpu) == torch.bfloat16 and amp_dtype("fp16", cpu) is None
+    assert amp_dtype(False, cpu) is None
+    monkeypatch.setattr("ffdv_utils.core.device.cpu_has_native_bf16", lambda: False)
+    assert amp_dtype("auto", cpu) is None
+    monkeypatch.setattr("ffdv_utils.core.device.cpu_has_native_bf16", lambda: True)
+    assert amp_dtype("auto", cpu) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (7, 5))  # T4: bf16 only emulated
-    assert train.amp_dtype("auto", gpu) == torch.float16
+    assert amp_dtype("auto", gpu) == torch.float16
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: (9, 0))  # H100
-    assert train.amp_dtype("auto", gpu) == torch.bfloat16
-    assert train.amp_dtype("fp16", gpu) == torch.float16 and train.amp_dtype(False, gpu) is None
+    assert amp_dtype("auto", gpu) == torch.bfloat16
+    assert amp_dtype("fp16", gpu) == torch.float16 and amp_dtype(False, gpu) is None
 
 
 def test_score_layers_stay_float32_under_autocast():
     """bf16 logits would tie thousands of test clips; the logit layers compute in float32 under autocast."""
-    from ffdv_utils.models import ScoreLinear
+    from ffdv_utils.models.layers import ScoreLinear
 
     torch.manual_seed(0)
     lin = ScoreLinear(64, 1)
@@ -183,7 +194,7 @@ def test_score_layers_stay_float32_under_autocast():
 
 
 def test_gather_predictions_sorts_by_index():
-    idx, s = train.gather_predictions(np.array([4, 0, 2]), np.array([0.4, 0.0, 0.2]))
+    idx, s = gather_predictions(np.array([4, 0, 2]), np.array([0.4, 0.0, 0.2]))
     assert idx.tolist() == [0, 2, 4] and s.tolist() == [0.0, 0.2, 0.4]
 
 
@@ -193,9 +204,9 @@ def test_gather_predictions_sorts_by_index():
 
 def _fit(tmp_path: Path, name: str, data: tuple[int, int] = (48, 24), **over) -> tuple[dict, pd.DataFrame]:
     tr, va = tiny_datasets(*data)
-    p = {**train.TRAIN_DEFAULTS, **TINY, "run_name": name, **over}
-    run = config.Run(name=name, dir=tmp_path / name, params=p)
-    result = train.fit(p, run, tr, va)
+    p = {**TRAIN_DEFAULTS, **TINY, "run_name": name, **over}
+    run = Run(name=name, dir=tmp_path / name, params=p)
+    result = fit(p, run, tr, va)
     return result, pd.read_csv(run.path("history.csv"))
 
 
@@ -223,14 +234,16 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, {here!r})
 from test_train import tiny_datasets
-from ffdv_utils import config, train
+from ffdv_utils.core.runs import Run
+from ffdv_utils.core.schema import TRAIN_DEFAULTS
+from ffdv_utils.training.loop import fit
 cfg = json.loads(sys.argv[1])
 run_dir = Path(cfg.pop("run_dir"))
 if cfg.pop("wait_for_go"):
     sys.stdin.readline()  # started early so that its imports are off the test's critical path
 tr, va = tiny_datasets(cfg.pop("n_train"), cfg.pop("n_val"))
-p = dict(train.TRAIN_DEFAULTS, **cfg)
-train.fit(p, config.Run(name=p["run_name"], dir=run_dir, params=p), tr, va)
+p = dict(TRAIN_DEFAULTS, **cfg)
+fit(p, Run(name=p["run_name"], dir=run_dir, params=p), tr, va)
 """
 
 
@@ -287,7 +300,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, one_thread):
 
 
 def _tiny_data_root(root: Path) -> Path:
-    from ffdv_utils.bench import make_clip
+    from ffdv_utils.sample_data.clips import make_clip
 
     for split, folder, n in (("train", "trainset", 12), ("val", "valset", 7)):
         names = [f"{split}_{i:02d}.mp4" for i in range(n)]
@@ -323,19 +336,19 @@ def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
     best = torch.load(run / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
     p = {**best["params"], "data_root": str(data)}
     monkeypatch.setenv("FFDV_OUTPUTS", env["FFDV_OUTPUTS"])  # the same feature cache
-    model = train.build_model(p)
+    model = build_model(p)
     model.load_state_dict(best["model"])
     _, val_ds = clip_datasets(p, ("mel",), progress=False)
     cpu = torch.device("cpu")  # with the run's own precision (bf16 autocast where the CPU has it natively)
-    idx, scores = train.predict_loader(model, batch_loader(val_ds, 64), cpu, train.amp_dtype(p["amp"], cpu))
+    idx, scores = predict_loader(model, batch_loader(val_ds, 64), cpu, amp_dtype(p["amp"], cpu))
     single = pd.DataFrame({"video_name": [val_ds.names[i] for i in idx], "score": scores})
     merged = val.merge(single, on="video_name", suffixes=("", "_single"))
     assert len(merged) == 7
     np.testing.assert_allclose(merged.score, merged.score_single, rtol=0, atol=1e-5)
     assert metrics["val_n"] == 7
     # the notebook afterwards (one process, data root found its own way): resumes the finished run, only evaluates
-    again = train.fit({**config.load_run_params(run), "data_root": f"{data}/", "progress": False},
-                      config.Run(name="ddp", dir=run))
+    again = fit({**load_run_params(run), "data_root": f"{data}/", "progress": False},
+                      Run(name="ddp", dir=run))
     assert again["resumed_from_epoch"] == 2 and again["best_epoch"] == metrics["best_epoch"]
     assert again["val_log_loss"] == pytest.approx(metrics["val_log_loss"], abs=1e-6)
 
@@ -345,7 +358,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
 
 
 def test_train_targets_judged_on_figures():
-    from ffdv_utils.bench_train import train_targets
+    from ffdv_utils.bench.training import train_targets
 
     fig = {"workspace_vs_memory_step": 1.2, "speedup": 2.5, "workspace_img_s": 9000.0}
     cpu = train_targets(fig, "resnet18", 256, gpu=False)
@@ -355,8 +368,8 @@ def test_train_targets_judged_on_figures():
 
 
 def test_bench_train_tiny(one_thread, capsys):
-    from ffdv_utils.bench_train import bench_train
-    from ffdv_utils.cli import build_parser
+    from ffdv_utils.bench.training import bench_train
+    from ffdv_utils.cli.main import build_parser
 
     r = bench_train(model="test_resnet", image_size=32, batch=4, steps=2, warmup=1, progress=False)
     for key in ("baseline_img_s", "workspace_img_s", "memory_img_s", "baseline_loader_img_s",

@@ -1,4 +1,5 @@
-"""Writes notebooks/*.ipynb (without outputs, with the ``parameters`` tag) and params/NN_*.yaml from one source.
+"""Writes notebooks/*.ipynb (without outputs, with the ``parameters`` tag) and params/NN_*.yaml from one source:
+``ffdv_utils.core.schema`` (its ``NOTEBOOK_GROUPS``: the parameters cell of each notebook).
 
 The notebooks stay thin: a parameters cell, calls into ffdv_utils, plots and short prose. Editing a notebook in
 Jupyter is fine too; run this again only to regenerate them from scratch:
@@ -8,36 +9,15 @@ Jupyter is fine too; run this again only to regenerate them from scratch:
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import nbformat
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from ffdv_utils.core import schema  # the installed package (pip install -e .): the one source of defaults
+
 ROOT = Path(__file__).resolve().parents[1]
-
-COMMON = {"run_name": "default", "data_root": None}
-FEATURES = {"mel_preset": "default", "image_size": 256, "feature_workers": None, "face_frames": 8,
-            "face_size": 112, "face_detector": "haar"}
-TEST = {"test_dir": "testset", "test_template": None}
-
-
-def train_params() -> dict:
-    sys.path.insert(0, str(ROOT))
-    from ffdv_utils.train import TRAIN_DEFAULTS
-
-    p = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in COMMON}
-    p.update({"visual_model": None, "aggregate": "attention", "topk": 3, "branch_loss": 0.3, "dropout": 0.0})
-    p.update(MODEL_EXTRA)
-    return p
-
-
-# model parameters beyond TRAIN_DEFAULTS (models.py / marle.py read them; see README_models.md)
-MODEL_EXTRA = {"fusion_head": "mlp", "sync": True, "sync_dim": 64, "marle_stage": 2, "marle_regions": 4,
-               "marle_dim": 128, "marle_hidden": 128, "marle_mask": "min", "marle_mask_ratio": 0.3,
-               "marle_div_weight": 0.1, "marle_tc_weight": 0.1, "marle_audio": "none", "split_csv": None}
 
 
 def literal(v) -> str:
@@ -53,18 +33,21 @@ def params_cell(groups: list[tuple[str, dict]]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-SETUP = """params = config.collect_params(globals())  # exactly the parameters above (and papermill's injected ones)
-run = config.start_run(params, NOTEBOOK)
-print(f"run folder: {run.dir}")"""
+SETUP = """params = collect_params(globals())  # exactly the parameters above (and papermill's injected ones)
+run = start_run(params, NOTEBOOK)  # records them; resolves data_root once (run.data_root, a Path)
+print(f"run folder: {run.dir}")
+print(f"data root:  {run.data_root}")"""
 
 
-def notebook(name: str, title: str, intro: str, groups: list[tuple[str, dict]], imports: str,
+def notebook(name: str, title: str, intro: str, imports: str,
              cells: list[tuple[str, str]]) -> tuple[nbformat.NotebookNode, dict]:
+    groups = schema.NOTEBOOK_GROUPS[name]
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells.append(new_markdown_cell(f"# {title}\n\n{intro}"))
-    nb.cells.append(new_code_cell(f'{imports}\n\nNOTEBOOK = "{name}"'))
+    nb.cells.append(new_code_cell(f'{imports}\nfrom ffdv_utils.core.config import collect_params\n'
+                                  f'from ffdv_utils.core.runs import start_run\n\nNOTEBOOK = "{name}"'))
     pc = new_code_cell(params_cell(groups))
     pc.metadata["tags"] = ["parameters"]
     nb.cells.append(pc)
@@ -73,10 +56,7 @@ def notebook(name: str, title: str, intro: str, groups: list[tuple[str, dict]], 
         nb.cells.append(new_markdown_cell(src) if kind == "md" else new_code_cell(src.strip("\n")))
     for i, c in enumerate(nb.cells):
         c["id"] = f"{name.replace('_', '-')}-{i:02d}"
-    defaults = {}
-    for _, d in groups:
-        defaults.update(d)
-    return nb, defaults
+    return nb, schema.notebook_defaults(name)
 
 
 def eda():
@@ -85,13 +65,10 @@ def eda():
         "Counts, label balance, media properties, example frames and mel images, and a **shortcut audit**: how well "
         "each metadata field alone predicts the label. A field far from AUC 0.5 is something a model can learn "
         "instead of the manipulation, and will not carry over to a test set made differently.",
-        [("run", COMMON), ("exploration", {"mel_preset": "default", "probe_workers": None, "max_clips": None,
-                                           "n_examples": 4, "seed": 0})],
-        "import pandas as pd\n\nfrom ffdv_utils import config, data, features, plots",
+        "import pandas as pd\n\nfrom ffdv_utils import data, features\nfrom ffdv_utils.core import plots\nfrom ffdv_utils.features import preview",
         [("md", "## Labels"),
          ("code", """
-labels = data.subsample(data.labelled_frame(data_root), max_clips, seed=seed)
-print(run.data_root)
+labels = data.subsample(data.labelled_frame(run.data_root), max_clips, seed=seed)
 labels.groupby(["split", "target"]).size().unstack(fill_value=0).rename(columns={0: "real", 1: "fake"})
 """),
          ("code", 'plots.label_balance(labels, run.path("figures", "label_balance.png"));'),
@@ -116,7 +93,7 @@ audit.round(3)
          ("md", "## Real vs fake: frames and mel images"),
          ("code", """
 examples = data.pick_examples(labels, n_examples, seed=seed)
-plots.clip_examples(examples, features.mel_params({"mel_preset": mel_preset}), run.path("figures", "examples.png"));
+preview.clip_examples(examples, features.mel_params({"mel_preset": mel_preset}), run.path("figures", "examples.png"));
 """),
          ])
 
@@ -128,17 +105,14 @@ def feats():
         "made them. Re-running with the same parameters costs a lookup; a killed run resumes where it stopped. "
         "Clips without audio get a zero image and `has_audio = 0`; clips that cannot be decoded are listed in "
         "`extraction_errors.csv` and the run goes on.",
-        [("run", COMMON), ("features", FEATURES), ("what to extract", {"inputs": ["mel"], "splits":
-                                                                        ["train", "val", "test"]}),
-         ("test clips", TEST), ("display", {"n_show": 8})],
-        "import pandas as pd\n\nfrom ffdv_utils import config, data, datasets, plots",
+        "import pandas as pd\n\nfrom ffdv_utils import data, features\nfrom ffdv_utils.core import files, plots",
         [("code", """
-clips = data.clips_for_splits(data_root, splits, test_dir=test_dir, test_template=test_template)
+clips = data.clips_for_splits(run.data_root, splits, test_dir=test_dir, test_template=test_template)
 clips = clips[clips.exists]
 print(clips.groupby("split").size().to_string())
-feats = datasets.clip_features(params, clips, inputs, errors_csv=run.path("extraction_errors.csv"))
-report = datasets.extraction_report(params, clips, inputs)
-config.write_json(run.path("features.json"), report)
+feats = features.clip_features(params, clips, inputs, errors_csv=run.path("extraction_errors.csv"))
+report = features.extraction_report(params, clips, inputs)  # read from the cache manifests
+files.write_json(run.path("features.json"), report)
 pd.DataFrame(report["status"]).fillna(0).astype(int)
 """),
          ("md", "Mel images as the model sees them (resized to `image_size`):"),
@@ -171,12 +145,10 @@ def train_nb():
         "set, and rank 0 writes the same run folder as this notebook (fp16 with a grad scaler on T4s, bf16 on newer "
         "GPUs). Write `--run-name`: torchrun's own parser rejects `--run`. Then run this notebook with the same run "
         "name and parameters: `fit` finds the finished `last.pt` and only evaluates and plots. A killed run "
-        "resumes the same way, from its last finished epoch. See README_training.md.",
-        [("run", COMMON), ("features", FEATURES), ("training", train_params()),
-         ("explanation", {"n_explain": 2, "kinds_csv": None})],
-        "import pandas as pd\n\nfrom ffdv_utils import config, explain, plots, train",
+        "resumes the same way, from its last finished epoch. See docs/training.md.",
+        "import pandas as pd\n\nfrom ffdv_utils import training\nfrom ffdv_utils.core import plots",
         [("code", """
-result = train.fit(params, run)
+result = training.fit(params, run)
 pd.Series(result).to_frame("value")
 """),
          ("md", "## Curves"),
@@ -194,8 +166,8 @@ plots.score_hist(val.target, val.score, run.path("figures", "val_scores.png"));
                 "fake; one fake per manipulation kind when `kinds_csv` names them): the mel image and the face frame "
                 "with the strongest response, each with its Grad-CAM heat map for the predicted class."),
          ("code", """
-items = explain.explain_run(run.dir, n_per_class=n_explain, kinds_csv=kinds_csv)
-explain.plot_explanations(items, run.path("figures", "gradcam.png"));
+items = training.explain_run(run.dir, n_per_class=n_explain, kinds_csv=kinds_csv)
+training.plot_explanations(items, run.path("figures", "gradcam.png"));
 """),
          ])
 
@@ -206,23 +178,16 @@ def augment_nb():
         "Shows what each augmentation preset does to a batch of mel images, then trains one short run per variant "
         "from this run's `03_train` parameters and compares validation AUC. Each variant is a run folder "
         "`outputs/<run>-<variant>`.",
-        [("run", COMMON), ("variants", {"variants": [{"name": "none", "augment": "none"},
-                                                     {"name": "baseline", "augment": "baseline"},
-                                                     {"name": "spec", "augment": "spec"},
-                                                     {"name": "spec_mixup", "augment": "spec", "mixup_alpha": 0.4},
-                                                     {"name": "spec_cutmix", "augment": "spec", "cutmix_alpha": 1.0}],
-                                        "variant_epochs": 5, "n_show": 4, "seed": 0})],
-        "import pandas as pd\n\nfrom ffdv_utils import augment, compare, config, plots",
+        "import pandas as pd\n\nfrom ffdv_utils import experiments\nfrom ffdv_utils.core import plots",
         [("code", """
-base = compare.base_train_params(run_name, data_root)
+base = experiments.base_train_params(run_name, run.data_root)
 base.update(epochs=variant_epochs, seed=seed)
-batch = augment.example_batch(base, n_show)
-plots.augment_examples(batch, ["none", "baseline", "spec", "strong"], run.path("figures", "augment_presets.png"));
+batch = experiments.example_batch(base, n_show)
+experiments.augment_examples(batch, ["none", "baseline", "spec", "strong"], run.path("figures", "augment_presets.png"));
 """),
          ("code", """
-rows = [compare.train_variant(base, v) for v in variants]
-board = compare.leaderboard_frame(rows)
-compare.save_leaderboard(board, run.dir, "augment_leaderboard.csv")
+board = experiments.run_variants(base, variants)  # one short run per variant, outputs/<run>-<variant>
+experiments.save_leaderboard(board, run.dir, "augment_leaderboard.csv")
 plots.leaderboard(board, path=run.path("figures", "augment_leaderboard.png"))
 board[[c for c in ("name", "augment", "mixup_alpha", "cutmix_alpha", "val_auc", "val_tpr@fpr=1e-2", "val_log_loss", "train_time_s") if c in board]].round(4)
 """),
@@ -244,55 +209,41 @@ def compare_nb():
         "The last epoch is kept (the eval part never picks a checkpoint). ONE leaderboard: AUC and TPR at FPR 1e-2 "
         "and 1e-3 per protocol, per-kind AUCs, parameters. Models over the 200M-parameter cap are flagged and "
         "not trained. Every (candidate, split) is a run folder `outputs/<run>-<candidate>-<split>`.",
-        [("run", COMMON),
-         ("candidates", {"candidates": [{"name": "audio", "model_type": "audio", "av_swap_prob": 0.0},
-                                        {"name": "visual", "model_type": "visual", "av_swap_prob": 0.0},
-                                        {"name": "fusion", "model_type": "fusion", "av_swap_prob": 0.4},
-                                        {"name": "marle", "model_type": "marle", "marle_audio": "both",
-                                         "av_swap_prob": 0.4}],
-                         "shared": {}}),
-         ("protocols", {"eval_protocols": ["plain", "held_out_kind", "cluster", "test"], "kinds_csv": None,
-                        "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0}),
-         ("backbones: 03_train executed through papermill once each, plain split", {
-             "backbones": [{"name": "resnet18", "model": "resnet18"},
-                           {"name": "efficientnet_b0", "model": "efficientnet_b0"},
-                           {"name": "mobilenetv3_large_100", "model": "mobilenetv3_large_100"}],
-             "backbone_overrides": {}})],
-        "import pandas as pd\n\nfrom ffdv_utils import compare, config, explain, plots, protocols",
+        "import pandas as pd\n\nfrom ffdv_utils import experiments\nfrom ffdv_utils.core import plots",
         [("code", """
-results = protocols.run_protocols(run_name, data_root, candidates, eval_protocols, kinds_csv=kinds_csv,
+results = experiments.run_protocols(run_name, run.data_root, candidates, eval_protocols, kinds_csv=kinds_csv,
                                   test_labels=test_labels, shared=shared, n_clusters=n_clusters,
                                   cluster_folds=cluster_folds, seed=seed)
-board = protocols.protocol_leaderboard(results)
-compare.save_leaderboard(board, run.dir, "leaderboard.csv")
+board = experiments.protocol_leaderboard(results)
+experiments.save_leaderboard(board, run.dir, "leaderboard.csv")
 board.round(3)
 """),
          ("md", "Per split (`held_out` names the unseen kind or the held-out clusters; `auc[kind]` is real vs that "
                 "kind):"),
          ("code", """
-protocols.detail_table(results).round(3)
+experiments.detail_table(results).round(3)
 """),
          ("md", "ROC curves per protocol split (cluster folds pooled; log FPR):"),
          ("code", """
-protocols.plot_protocol_rocs(protocols.protocol_curves(results, run.dir), run.path("figures", "protocol_roc.png"));
+experiments.plot_protocol_rocs(experiments.protocol_curves(results, run.dir), run.path("figures", "protocol_roc.png"));
 """),
          ("md", "## Lip-sync cue\nThe untrained cue the fusion model's synchrony head starts from: the correlation over "
                 "the sampled frames between speech energy and the spread of grey levels round the lips. Real clips "
                 "sit well above 0; audio from another clip sits near 0. `auc_vs_real` is how well the cue alone "
                 "tells each kind from real clips (train and val clips, the run's feature settings)."),
          ("code", """
-cue = explain.sync_cue_table({**compare.base_train_params(run_name, data_root), **shared},
-                             protocols.labelled_clips(data_root), kinds_csv=kinds_csv)
+cue = experiments.sync_cue_table({**experiments.base_train_params(run_name, run.data_root), **shared}, run.data_root,
+                                 kinds_csv=kinds_csv)
 cue.to_csv(run.path("sync_cue.csv"), index=False)
-explain.plot_sync_cue(cue, run.path("figures", "sync_cue.png"))
-explain.sync_cue_summary(cue).round(3)
+experiments.plot_sync_cue(cue, run.path("figures", "sync_cue.png"))
+experiments.sync_cue_summary(cue).round(3)
 """),
          ("md", "## Backbones\nThe training notebook itself, executed with papermill once per backbone (its run folder "
                 "`outputs/<run>-<backbone>/` holds the executed notebook); val AUC, TPR, time and size, with any model "
                 "over the 200M-parameter cap flagged and not trained."),
          ("code", """
-backbone_board = compare.run_candidates(run_name, data_root, backbones, backbone_overrides)
-compare.save_leaderboard(backbone_board, run.dir, "backbone_leaderboard.csv")
+backbone_board = experiments.run_candidates(run_name, run.data_root, backbones, backbone_overrides)
+experiments.save_leaderboard(backbone_board, run.dir, "backbone_leaderboard.csv")
 if "val_auc" in backbone_board:
     plots.leaderboard(backbone_board.dropna(subset=["val_auc"]), path=run.path("figures", "backbone_leaderboard.png"))
 backbone_board.round(4)
@@ -311,17 +262,14 @@ def submission_nb():
         "`rank` average; `tta`: passes averaged per clip (plain, time-reversed, shifted). `test_dir` and "
         "`test_template` pick the clips: a template (e.g. the validation rows of phase 1) or every video in the "
         "folder. The same scores come from `python -m ffdv_utils score --run NAME VIDEO ...`.",
-        [("run", COMMON), ("test clips", TEST),
-         ("prediction", {"runs": None, "ensemble": "mean", "tta": 1, "fallback_score": 0.5, "device": "auto"}),
-         ("answers (sample data only)", {"test_labels": None, "test_kinds": None})],
-        "import pandas as pd\n\nfrom ffdv_utils import config, data, plots, predict",
+        "import pandas as pd\n\nfrom ffdv_utils import data, inference\nfrom ffdv_utils.core import plots",
         [("code", """
-clips = data.list_test(data_root, test_dir, test_template)
+clips = data.list_test(run.data_root, test_dir, test_template)
 print(f"{len(clips)} clips to score, {int((~clips.exists).sum())} missing from {test_dir}")
-scores, sources = predict.predict_runs(runs or [run_name], clips, tta=tta, method=ensemble, device=device,
+scores, sources = inference.predict_runs(runs or [run_name], clips, tta=tta, method=ensemble, device=device,
                                        errors_csv=run.path("prediction_errors.csv"), fallback_score=fallback_score)
-pred = predict.write_submission(clips, scores, run.path("prediction.csv"))
-issues = predict.write_prediction_record(run, scores, sources, params)
+pred = inference.write_submission(clips, scores, run.path("prediction.csv"))
+issues = inference.write_prediction_record(run, scores, sources, params)
 print(f"wrote {run.path('prediction.csv')} ({len(pred)} rows, validated); {len(issues)} clip(s) with a fallback or note")
 pred.head()
 """),
@@ -329,7 +277,7 @@ pred.head()
          ("md", "With answers (the sample dataset ships them outside its data folder), the same metrics as validation:"),
          ("code", """
 if test_labels:
-    report = predict.evaluate_prediction(run, pred, test_labels, test_kinds)
+    report = inference.evaluate_prediction(run, pred, test_labels, test_kinds)
     plots.roc({"test": (report["y"], report["score"])}, run.path("figures", "test_roc.png"))
     display(pd.DataFrame(report["table"]).round(4))
 """),

@@ -1,0 +1,373 @@
+"""``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
+
+Commands: demo, pipeline, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push, check).
+
+Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
+import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
+core modules are imported when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..core.config import load_params, parse_value
+from ..core.errors import ConfigError
+from ..core.paths import outputs_dir, params_dir, run_dir
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from ..core.runner import run_pipeline, summary  # papermill: only for this command
+
+    overrides = {k: parse_value(v) for k, v in args.param}
+    folder = run_pipeline(args.run, args.data_root, args.file, overrides, args.only, progress=not args.quiet)
+    summary(folder)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    overrides = {k: parse_value(v) for k, v in args.param}
+    demo(args.run, n=args.n, seed=args.seed, files=args.file, overrides=overrides)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    train_main(rest)
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from ..inference.score import score_table
+
+    table = score_table(args.videos, args.run, device=args.device, tta=args.tta, progress=False)
+    print("video_name,score")
+    for name, s in zip(table.video_name, table.score):
+        print(f"{name},{s:.6f}")
+    for path, status in zip(args.videos, table.status):
+        if status.startswith("fallback"):  # still scored (the fallback value), but the caller should know
+            print(f"warning: {path}: {status}", file=sys.stderr)
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..data.index import media_index
+
+    clips = pd.DataFrame({"video_name": [Path(v).name for v in args.videos], "path": [str(Path(v).resolve())
+                                                                                     for v in args.videos]})
+    print(media_index(clips, progress=False).drop(columns=["path", "stamp"], errors="ignore").to_csv(index=False))
+    return 0
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", action="append", default=[], help="parameter YAML (repeatable, later wins)")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="one parameter, value read as YAML (repeatable, wins over files)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ffdv_utils", description="FFDV deepfake-detection workspace")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pipeline", help="run the numbered notebooks with papermill into outputs/<run>")
+    p.add_argument("--data-root", default=None, help="FFDV data folder (default: found on Kaggle or $FFDV_DATA_ROOT)")
+    p.add_argument("--run", required=True, help="run name: results go to outputs/<run>")
+    p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 02,03")
+    p.add_argument("--quiet", action="store_true", help="no papermill progress bars")
+    _add_common(p)
+    p.set_defaults(func=_pipeline)
+
+    p = sub.add_parser("demo", help="make the sample dataset and run the whole pipeline on it")
+    p.add_argument("--run", default="demo")
+    p.add_argument("--n", type=int, default=100, help="clips in the sample dataset")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p)
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("train", help="train from parameter files (also under torchrun)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("score", help="the test API: print video_name,score for each file")
+    p.add_argument("--run", required=True, help="run name or checkpoint (.pt) path")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tta", type=int, default=1)
+    p.add_argument("videos", nargs="+")
+    p.set_defaults(func=_score)
+
+    p = sub.add_parser("probe", help="print the media index (duration, fps, size, audio) of video files")
+    p.add_argument("videos", nargs="+")
+    p.set_defaults(func=_probe)
+
+    add_sample_data_parser(sub)
+    add_bench_parser(sub)
+    add_kaggle_parser(sub)
+    return ap
+
+
+def _user_errors() -> tuple[type, ...]:
+    """Errors that mean "your input is wrong": one clear line, not a traceback. Only modules already imported
+    are asked, so a light command (sample-data, bench extraction) never imports torch just to catch errors."""
+    errors: list[type] = [ConfigError, FileNotFoundError]
+    for module, name in (("data.labels", "DataError"), ("models.rules", "ModelRuleError"),
+                         ("inference.submission", "SubmissionError"), ("core.runner", "PipelineError")):
+        mod = sys.modules.get(f"ffdv_utils.{module}")
+        if mod is not None:
+            errors.append(getattr(mod, name))
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        # everything after `train` belongs to the training entry point (the same one torchrun launches)
+        argv = ["train", "--", *argv[1:]]
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def demo(run: str = "demo", n: int = 100, seed: int = 0, files: Sequence[str | Path] = (),
+         overrides: Mapping[str, Any] | None = None) -> Path:
+    """Generate the embedded sample dataset (once) and run the whole pipeline on it with ``params/demo.yaml``."""
+    from ..core.runner import run_pipeline, summary
+    from ..sample_data.generate import make_sample_dataset
+
+    sample = outputs_dir() / "sample_data"
+    data_root = sample / "data"
+    if not (data_root / "train_label.txt").is_file():
+        print(f"generating the sample dataset ({n} clips) in {sample}", flush=True)
+        make_sample_dataset(sample, n=n, seed=seed)
+    demo_params = params_dir() / "demo.yaml"
+    answers = sample / "answers"  # kept outside the data folder, used only to score the finished prediction
+    folder = run_pipeline(run, data_root, [demo_params, *files],
+                          {"test_template": "test_template.csv", "test_labels": str(answers / "test_label.txt"),
+                           "test_kinds": str(answers / "manipulations.csv"),
+                           "kinds_csv": str(answers / "manipulations.csv"), **(overrides or {})})
+    summary(folder)
+    return folder
+
+
+def train_main(argv: list[str] | None = None) -> dict:
+    """``python -m ffdv_utils train`` / ``torchrun ... -m ffdv_utils.train``: train from parameter files."""
+    from ..core.runs import Run, start_run
+    from ..core.schema import notebook_defaults
+    from ..training.loop import fit
+    from ..training.runtime import is_main
+
+    ap = argparse.ArgumentParser(prog="ffdv_utils.train", description="Train a model from parameter files "
+                                 "(one process, or one per GPU under torchrun).")
+    ap.add_argument("-f", "--file", action="append", default=[], help="parameter YAML (repeatable, later wins)")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    ap.add_argument("--data-root", default=None)
+    # --run-name: torchrun's own parser rejects "--run" as an ambiguous abbreviation of its --run-path
+    ap.add_argument("--run-name", "--run", dest="run", default=None, help="run name (outputs/<run>)")
+    args = ap.parse_args(argv)
+    overrides = {k: parse_value(v) for k, v in args.param}
+    if args.data_root:
+        overrides["data_root"] = str(Path(args.data_root).resolve())
+    if args.run:
+        overrides["run_name"] = args.run
+    # the same defaults as notebook 03's parameters cell: both resolve the same parameters
+    params = load_params(args.file, overrides, base=notebook_defaults("03_train"))
+    run = start_run(params, "03_train") if is_main() else Run(
+        name=params["run_name"], dir=run_dir(params["run_name"]), params=params)
+    return fit(params, run)
+
+
+def _extraction_cmd(args: argparse.Namespace) -> int:
+    if "torch" in sys.modules:
+        # The CLI imported torch (about 1 GB) before we got here; forked workers would inherit and report it, so
+        # the figures come from a fresh interpreter that holds only what extraction needs.
+        import subprocess
+
+        argv = ["extraction", "--make-clips", str(args.make_clips)]
+        for flag, value in (("--videos", args.videos), ("--workers", args.workers), ("--limit", args.limit),
+                            ("--clips-dir", args.clips_dir)):
+            if value is not None:
+                argv += [flag, str(value)]
+        argv += ["--no-faces"] * args.no_faces + ["--quiet"] * args.quiet
+        return subprocess.call([sys.executable, "-m", "ffdv_utils", "bench", *argv])
+    from ..bench.extraction import bench_extraction
+
+    result = bench_extraction(args.videos, args.workers, args.limit, make_n=args.make_clips,
+                              clips_dir=args.clips_dir, faces=not args.no_faces, progress=not args.quiet)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _add_extraction(bench_sub: Any, help_: str) -> None:
+    p = bench_sub.add_parser("extraction", help=help_)
+    p.add_argument("--videos", default=None, help="folder of clips (default: generate --make-clips clips)")
+    p.add_argument("--workers", type=int, default=None, help="processes for the parallel run (default: all cores)")
+    p.add_argument("--limit", type=int, default=None, help="use at most N clips")
+    p.add_argument("--make-clips", type=int, default=8, metavar="N", help="clips to generate without --videos")
+    p.add_argument("--clips-dir", default=None, help="keep generated clips here and reuse them next time")
+    p.add_argument("--no-faces", action="store_true", help="skip the face-crop timing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_extraction_cmd)
+
+
+def add_bench_parser(subparsers: Any) -> None:
+    """Adds ``bench extraction`` and ``bench train`` to the CLI's subparsers."""
+    p = subparsers.add_parser("bench", help="benchmarks: bench extraction, bench train")
+    bench_sub = p.add_subparsers(dest="bench", required=True)
+    _add_extraction(bench_sub, "baseline vs workspace audio features, and face crops: clips/s")
+    add_bench_train_parser(bench_sub)
+
+
+def _compile_arg(value: str) -> Any:
+    return {"true": True, "false": False}.get(value.lower(), value)
+
+
+def _bench_train_cmd(args: argparse.Namespace) -> int:
+    from ..bench.training import bench_train, report
+
+    result = bench_train(model=args.model, device=args.device, steps=args.steps, batch=args.batch,
+                         image_size=args.image_size, workers=args.workers, warmup=args.warmup, amp=args.amp,
+                         channels_last=not args.no_channels_last, compile=args.compile, threads=args.threads,
+                         baseline_step=args.baseline_step, seed=args.seed, progress=not args.quiet)
+    print(report(result))
+    print(json.dumps(result, sort_keys=True, default=str))
+    return 0
+
+
+def add_bench_train_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
+    """Adds ``train`` to the ``bench`` subcommand's subparsers."""
+    p = bench_subparsers.add_parser("train", help="training images/s: baseline JPEG loader vs the feature cache",
+                                    description="Training throughput: the public baseline's JPEG loader and step "
+                                                "against the workspace's feature cache, AMP and channels-last.")
+    p.add_argument("--model", default="resnet18", help="timm backbone (default resnet18)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 3 CPU, 100 GPU)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 CPU, 10 GPU)")
+    p.add_argument("--batch", type=int, default=40, help="batch size (default 40, the baseline's)")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for both (default 0 CPU, <=8 GPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default unchanged)")
+    p.add_argument("--amp", default="auto", help="workspace step: auto, bf16, fp16 or off")
+    p.add_argument("--no-channels-last", action="store_true", help="workspace step in NCHW")
+    p.add_argument("--compile", type=_compile_arg, default=False, help="torch.compile the workspace model: "
+                   "true or a mode (max-autotune, reduce-overhead)")
+    p.add_argument("--baseline-step", choices=("baseline", "workspace"), default="baseline",
+                   help="the baseline's step settings (fp32, NCHW) or the workspace's (isolates the loader)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_bench_train_cmd)
+    return p
+
+
+def _stage_cmd(args: argparse.Namespace) -> int:
+    from ..inference.kaggle import METADATA_SOURCE, PLACEHOLDER, stage
+
+    overrides = {k: parse_value(v) for k, v in args.param}
+    res = stage(args.out, args.run, args.owner, overrides, weights=not args.no_weights,
+                extra_wheels=args.extra_wheel)
+    print(f"staged kernel {res['kernel_id']} in {res['folder']}")
+    print(f"  notebook: {res['notebook'].name}; dataset {res['dataset_id']}: "
+          + ", ".join(sorted(p.name for p in res["dataset"].iterdir())))
+    if res["problems"]:
+        print("before pushing, fix:\n  - " + "\n  - ".join(res["problems"]), file=sys.stderr)
+        if any(PLACEHOLDER in p for p in res["problems"]):
+            print(f"  (stage again with --owner YOUR_KAGGLE_NAME, set KAGGLE_USERNAME, or edit {METADATA_SOURCE})",
+                  file=sys.stderr)
+        return 1
+    print(f"next: python -m ffdv_utils kaggle push --dir {res['folder']}")
+    return 0
+
+
+def _push_cmd(args: argparse.Namespace) -> int:
+    from ..inference.kaggle import push
+
+    return push(args.dir, args.message, args.wait)
+
+
+def _check_cmd(args: argparse.Namespace) -> int:
+    from ..inference.kaggle import check_staged
+
+    folder = Path(args.dir) if args.dir else outputs_dir() / "kaggle"
+    problems = check_staged(folder)
+    if problems:
+        print("problems:\n  - " + "\n  - ".join(problems), file=sys.stderr)
+        return 1
+    print(f"{folder}: kernel and dataset metadata pass the Kaggle CLI's rules")
+    return 0
+
+
+def add_kaggle_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``kaggle stage|push|check`` to the ``python -m ffdv_utils`` parser."""
+    p = subparsers.add_parser("kaggle", help="stage, check and push the offline Kaggle submission kernel",
+                              description="Kaggle round trip: stage an offline kernel folder and a dataset "
+                                          "(the workspace wheel, weights), check them, push them.")
+    sub = p.add_subparsers(dest="kaggle_command", required=True)
+
+    s = sub.add_parser("stage", help="write kernel folder + dataset (wheel, optional weights); no network")
+    s.add_argument("--out", default=None, help="folder to write (default outputs/kaggle)")
+    s.add_argument("--run", default=None, help="run whose best.pt goes into the dataset")
+    s.add_argument("--owner", default=None, help="Kaggle user name for <username> (default: KAGGLE_USERNAME or "
+                                                  "kaggle.json)")
+    s.add_argument("--no-weights", action="store_true", help="do not copy the run's checkpoint")
+    s.add_argument("--extra-wheel", action="append", default=[], help="another wheel to install offline")
+    s.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a 06_submission parameter baked into the notebook (value read as YAML)")
+    s.set_defaults(func=_stage_cmd)
+
+    s = sub.add_parser("push", help="upload the dataset and push the kernel with the kaggle CLI")
+    s.add_argument("--dir", default=None, help="staged folder (default outputs/kaggle)")
+    s.add_argument("--message", default="ffdv_utils update", help="dataset version notes")
+    s.add_argument("--wait", type=float, default=600, help="seconds to wait for the dataset to be ready")
+    s.set_defaults(func=_push_cmd)
+
+    s = sub.add_parser("check", help="check a staged folder against the Kaggle CLI's rules (offline)")
+    s.add_argument("--dir", default=None, help="staged folder (default outputs/kaggle)")
+    s.set_defaults(func=_check_cmd)
+    return p
+
+
+def _run_sample_data(args: argparse.Namespace) -> int:
+    """Entry point of the ``sample-data`` subcommand."""
+    from ..sample_data.generate import make_sample_dataset
+
+    res = make_sample_dataset(Path(args.out), n=args.n, seed=args.seed, progress=not args.quiet,
+                              workers=args.workers)
+    print(f"data root: {res['data_root']}")
+    print(f"answers:   {res['answers_dir']}")
+    return 1 if res["errors"] else 0
+
+
+def add_sample_data_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``sample-data`` subcommand (``--out DIR [--n N] [--seed S]``) to an argparse subparsers object.
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        The new subparser; its ``func`` default takes the parsed args and returns an exit code.
+    """
+    p = subparsers.add_parser("sample-data", help="write a small synthetic FFDV-layout dataset with answers",
+                              description="Write synthetic talking-face clips (real and fake) in the FFDV layout: "
+                                          "DIR/data is the data root, DIR/answers holds the test labels.")
+    p.add_argument("--out", required=True, type=Path, help="output folder (gets data/ and answers/)")
+    p.add_argument("--n", type=int, default=100, help="number of clips (default 100, at least 12)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_sample_data)
+    return p
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("default")
+    sys.exit(main())

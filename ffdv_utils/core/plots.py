@@ -1,0 +1,158 @@
+"""Figures the notebooks show. Each function returns the matplotlib Figure (and saves it when given a path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_curve
+
+from .metrics import auc
+from .paths import resolve_path
+
+LABEL_NAMES = {0: "real", 1: "fake"}
+
+
+def save_figure(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
+    """Save ``fig`` when ``path`` is given (relative paths resolve from the project root) and hand it back."""
+    if path is not None:
+        path = resolve_path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def label_balance(df: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Clips per split and label (needs ``split`` and ``target``)."""
+    counts = df.groupby(["split", "target"]).size().unstack(fill_value=0).rename(columns=LABEL_NAMES)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    counts.plot.bar(ax=ax, color=["tab:blue", "tab:red"][: counts.shape[1]])
+    ax.set_ylabel("clips")
+    ax.set_title("label balance")
+    return save_figure(fig, path)
+
+
+def metadata_hists(index: pd.DataFrame, fields: Sequence[str] = ("duration", "fps", "width", "sample_rate"),
+                   path: str | Path | None = None) -> plt.Figure:
+    """Histogram of media fields, real vs fake overlaid (a field that separates them is a shortcut)."""
+    fields = [f for f in fields if f in index.columns]
+    fig, axes = plt.subplots(1, len(fields), figsize=(3.2 * len(fields), 2.8), squeeze=False)
+    for ax, f in zip(axes[0], fields):
+        for t, color in ((0, "tab:blue"), (1, "tab:red")):
+            v = pd.to_numeric(index.loc[index.target == t, f], errors="coerce").dropna()
+            if len(v):
+                ax.hist(v, bins=20, alpha=0.55, color=color, label=LABEL_NAMES[t])
+        ax.set_title(f)
+    axes[0][0].legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def shortcut_audit(audit: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Bar chart of each metadata field's AUC alone (0.5 = no information; the red band marks suspicion)."""
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(audit) + 1))
+    colors = ["tab:red" if s else "tab:gray" for s in audit.suspicious]
+    ax.barh(audit.field, audit.auc_best_direction, color=colors)
+    ax.axvline(0.5, color="k", lw=0.8)
+    ax.axvspan(0.7, 1.0, color="tab:red", alpha=0.08)
+    ax.set_xlim(0.4, 1.0)
+    ax.set_xlabel("AUC of the field alone (best direction)")
+    ax.set_title("shortcut audit")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, cols: int = 4,
+               cmap: str | None = None, path: str | Path | None = None, size: float = 2.6) -> plt.Figure:
+    """A grid of images (grey mel images or RGB frames)."""
+    n = max(1, len(images))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.ravel()[i]
+        ax.imshow(img, cmap=cmap or ("magma" if img.ndim == 2 else None), aspect="auto", origin="lower"
+                  if img.ndim == 2 else "upper")
+        if titles:
+            ax.set_title(titles[i], fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def training_curves(history: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """Loss and validation AUC / TPR per epoch."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a.plot(history.epoch, history.train_loss, marker="o", label="train loss")
+    if "val_log_loss" in history:
+        a.plot(history.epoch, history.val_log_loss, marker="o", label="val log loss")
+    a.set_xlabel("epoch")
+    a.legend()
+    for col in ("val_auc", "val_tpr@fpr=1e-2", "val_tpr@fpr=1e-3"):
+        if col in history:
+            b.plot(history.epoch, history[col], marker="o", label=col.replace("val_", ""))
+    b.set_ylim(-0.02, 1.02)
+    b.set_xlabel("epoch")
+    b.legend()
+    b.set_title("validation")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def draw_roc(ax: plt.Axes, curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], log_fpr: bool = True,
+             fpr_floor: float = 1e-3, fontsize: int = 8) -> plt.Axes:
+    """ROC curves {label: (y_true, score)} on ``ax``, AUC in the legend; a log FPR axis from ``fpr_floor`` shows the
+    low-FPR region the tie-break uses (TPR at FPR = 1e-3). Curves with one class only are left out."""
+    for label, (y, s) in curves.items():
+        y, s = np.asarray(y, float), np.asarray(s, float)
+        if len(np.unique(y)) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(np.maximum(fpr, fpr_floor / 10) if log_fpr else fpr, tpr, label=f"{label} (AUC {auc(y, s):.3f})")
+    if log_fpr:
+        ax.set_xscale("log")
+        ax.set_xlim(fpr_floor, 1)
+        ax.axvline(1e-3, color="k", ls=":", lw=0.8)
+    ax.plot([fpr_floor / 10, 1], [fpr_floor / 10, 1], color="gray", lw=0.6, ls="--")
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.legend(fontsize=fontsize, loc="lower right")
+    return ax
+
+
+def roc(curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | Path | None = None,
+        log_fpr: bool = True) -> plt.Figure:
+    """ROC curves {label: (y_true, score)}; a log FPR axis shows the low-FPR region the tie-break uses."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    draw_roc(ax, curves, log_fpr)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def score_hist(y: Sequence[float], s: Sequence[float], path: str | Path | None = None) -> plt.Figure:
+    """Score distributions of real and fake clips."""
+    y, s = np.asarray(y), np.asarray(s)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for t, color in ((0, "tab:blue"), (1, "tab:red")):
+        ax.hist(s[y == t], bins=20, range=(0, 1), alpha=0.55, color=color, label=LABEL_NAMES[t])
+    ax.set_xlabel("score (probability of fake)")
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def leaderboard(board: pd.DataFrame, metric: str = "val_auc", path: str | Path | None = None) -> plt.Figure:
+    """Horizontal bars of ``metric`` per entry; entries over the parameter cap are hatched red."""
+    board = board.sort_values(metric)
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(board) + 1.2))
+    colors = ["tab:red" if o else "tab:green" for o in board.get("over_200M", [False] * len(board))]
+    ax.barh(board["name"], board[metric], color=colors)
+    for i, (v, t) in enumerate(zip(board[metric], board.get("train_time_s", [np.nan] * len(board)))):
+        ax.text(v, i, f" {v:.3f}" + (f"  ({t:.0f} s)" if np.isfinite(t) else ""), va="center", fontsize=8)
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel(metric)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,0 +1,134 @@
+"""The runner: execute the numbered notebooks in order with papermill, one run folder for everything.
+
+Parameters for notebook ``NN_name`` are merged from ``params/NN_name.yaml`` (its defaults), then each ``-f`` file
+in order, then each ``-p KEY VALUE``; each notebook receives only the keys its ``parameters`` cell declares.
+A key that no notebook declares is an error (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .config import load_params, read_yaml
+from .errors import ConfigError
+from .files import read_json
+from .paths import (
+    NOTEBOOKS,
+    check_run_name,
+    find_data_root,
+    notebooks_dir,
+    params_dir,
+    project_root,
+    run_dir,
+)
+
+KERNEL = "python3"
+
+
+class PipelineError(RuntimeError):
+    """A notebook failed; the message names it, the cell and where the executed copy with the traceback is."""
+
+FEATURE_PREFIXES = ("mel_", "face_")
+
+
+def notebook_path(name: str) -> Path:
+    path = notebooks_dir() / f"{name}.ipynb"
+    if not path.is_file():
+        raise ConfigError(f"notebook {path} not found")
+    return path
+
+
+def declared_parameters(name: str) -> dict[str, Any]:
+    """The parameters a notebook declares, with their defaults (from its ``parameters`` cell)."""
+    import papermill as pm
+
+    info = pm.inspect_notebook(str(notebook_path(name)))
+    return {k: v.get("default") for k, v in info.items()}
+
+
+def select_notebooks(only: str | Sequence[str] | None) -> list[str]:
+    if not only:
+        return list(NOTEBOOKS)
+    wanted = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
+    chosen = []
+    for w in wanted:
+        hits = [n for n in NOTEBOOKS if n == w or n.split("_")[0] == w.zfill(2)]
+        if not hits:
+            raise ConfigError(f"--only {w!r} matches no notebook; choose from {', '.join(NOTEBOOKS)}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return [n for n in NOTEBOOKS if n in chosen]
+
+
+def resolve_notebook_params(names: Iterable[str], files: Sequence[str | Path] = (),
+                            overrides: Mapping[str, Any] | None = None) -> dict[str, dict]:
+    """Per notebook: its params file, then ``files``, then ``overrides``, restricted to what it declares."""
+    user = load_params(files, overrides)
+    names = list(names)
+    declared = {n: declared_parameters(n) for n in NOTEBOOKS}
+    known = set().union(*[set(d) for d in declared.values()])
+    unknown = sorted(k for k in set(user) - known if not k.startswith(FEATURE_PREFIXES))
+    if unknown:
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)}: no notebook declares them "
+                                 f"(see params/*.yaml for the known names)")
+    out = {}
+    for n in names:
+        own = params_dir() / f"{n}.yaml"
+        base = read_yaml(own) if own.is_file() else {}
+        merged = {**declared[n], **base, **user}
+        # feature fine-tuning (mel_n_mels, face_margin, ...) goes wherever features are made
+        extra = {k: v for k, v in user.items() if k.startswith(FEATURE_PREFIXES) and "mel_preset" in declared[n]}
+        out[n] = {**{k: merged[k] for k in declared[n]}, **extra}
+    return out
+
+
+def run_pipeline(run: str, data_root: str | Path | None = None, files: Sequence[str | Path] = (),
+                 overrides: Mapping[str, Any] | None = None, only: str | Sequence[str] | None = None,
+                 progress: bool = True, log_output: bool = False) -> Path:
+    """Execute the notebooks into ``outputs/<run>/``; returns the run folder.
+
+    A failing notebook stops the run with its name and the executed copy (with the traceback) in the folder.
+    """
+    import papermill as pm
+
+    check_run_name(run)
+    over = dict(overrides or {})
+    over["run_name"] = run
+    if data_root is not None:
+        over["data_root"] = str(Path(data_root).expanduser().resolve())
+    names = select_notebooks(only)
+    per_nb = resolve_notebook_params(names, files, over)
+    find_data_root(per_nb[names[0]].get("data_root"))  # fail now, not inside the first notebook
+    folder = run_dir(run)
+    executed = folder / "notebooks"
+    executed.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        t0 = time.time()
+        print(f"[{run}] {name} ...", flush=True)
+        out_nb = executed / f"{name}.ipynb"
+        try:
+            pm.execute_notebook(str(notebook_path(name)), str(out_nb), parameters=per_nb[name], kernel_name=KERNEL,
+                                progress_bar=progress, log_output=log_output, cwd=str(project_root()))
+        except pm.PapermillExecutionError as exc:
+            raise PipelineError(f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
+                               f"the executed notebook with the full traceback is {out_nb}") from None
+        print(f"[{run}] {name} done in {time.time() - t0:.0f} s", flush=True)
+    return folder
+
+
+def summary(folder: Path) -> None:
+    """Print where a run's results are and its headline figures."""
+    metrics_path = folder / "metrics.json"
+    lines = [f"run folder:        {folder}"]
+    if metrics_path.is_file():
+        m = read_json(metrics_path)
+        lines.append(f"validation AUC:    {m.get('val_auc', float('nan')):.4f}   "
+                     f"TPR@FPR=1e-3: {m.get('val_tpr@fpr=1e-3', float('nan')):.3f}")
+        if "test_auc" in m:
+            lines.append(f"sample test AUC:   {m['test_auc']:.4f}")
+    pred = folder / "prediction.csv"
+    lines.append(f"prediction.csv:    {pred if pred.is_file() else '(not written)'}")
+    lines.append(f"executed notebooks: {folder / 'notebooks'}")
+    print("\n".join(lines), file=sys.stdout, flush=True)

@@ -1,0 +1,20 @@
+"""Comparisons (notebooks 04_augment and 05_compare): the one candidate loop, augmentation variants, evaluation
+protocols and their leaderboard, the lip-sync cue.
+"""
+
+from .augment import augment_examples, example_batch, run_variants
+from .candidates import (
+    base_train_params,
+    leaderboard_frame,
+    run_candidates,
+    save_leaderboard,
+    train_variant,
+)
+from .protocols import (
+    detail_table,
+    plot_protocol_rocs,
+    protocol_curves,
+    protocol_leaderboard,
+    run_protocols,
+)
+from .sync_cue import plot_sync_cue, sync_cue_summary, sync_cue_table

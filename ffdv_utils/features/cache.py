@@ -1,0 +1,206 @@
+"""The on-disk feature cache: one folder per parameter set, so a changed parameter never reads a stale feature::
+
+    <cache_root>/mel-<params_hash>/
+        params.json              the resolved parameters (what the hash was taken of)
+        manifest.csv             one row per processed clip (video_name, has_audio, status, error, note, ...)
+        entries/<2 hex>/<name>.npy   one uint8 array per clip whose status is "ok"
+        packed/packed-<hash>.npy     fixed-size stacks made by MelStore.packed() (memory-mapped)
+    <cache_root>/faces-<params_hash>/   the same for face crops (entries are .npz: faces + found flags)
+
+Every file is written through ``core.files.atomic_write``, so a run killed at any moment leaves only whole files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ..core.files import atomic_path, atomic_write
+from .mel import fallback_shape
+from .params import face_params
+
+# ---------------------------------------------------------------------------------------------------------------
+# cache stores
+
+_MANIFEST_COLUMNS = ["video_name", "has_audio", "status", "error", "note", "seconds", "shape", "source"]
+
+
+def _entry_file(name: str, suffix: str) -> str:
+    """Relative path of a clip's entry: a 2-hex-char subfolder (spreads files) and a filesystem-safe name."""
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:150]
+    if safe != name:  # keep names unique after sanitising
+        safe = f"{safe}-{digest[:8]}"
+    return f"{digest[:2]}/{safe}{suffix}"
+
+
+class _Store:
+    """Shared part of MelStore and FaceStore: manifest, entry paths, statuses."""
+
+    kind = ""
+    suffix = ".npy"
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        if not (self.root / "params.json").is_file():
+            raise FileNotFoundError(f"{self.root} is not a {self.kind} cache (no params.json)")
+        self.params: dict[str, Any] = json.loads((self.root / "params.json").read_text(encoding="utf-8"))
+        self.key = self.root.name.split("-", 1)[-1]
+        self.stats: dict[str, Any] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-reads the manifest (another process may have extended the cache)."""
+        rows = _read_manifest(self.root)
+        self.table = pd.DataFrame(list(rows.values()), columns=_MANIFEST_COLUMNS)
+        self.table["has_audio"] = self.table["has_audio"].astype(bool)
+        self._status = dict(zip(self.table["video_name"], self.table["status"]))
+        self._source = dict(zip(self.table["video_name"], self.table["source"]))
+
+    @property
+    def names(self) -> list[str]:
+        """Every clip the cache has a manifest row for (any status)."""
+        return list(self._status)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._status
+
+    def __len__(self) -> int:
+        return len(self._status)
+
+    def status(self, name: str) -> str:
+        """'ok', 'no_audio', 'error', or 'missing' for a clip the cache has not seen."""
+        return self._status.get(name, "missing")
+
+    def path(self, name: str) -> Path:
+        """Where the clip's entry lives (whether or not it exists)."""
+        return self.root / "entries" / _entry_file(name, self.suffix)
+
+    def __repr__(self) -> str:
+        counts = self.table["status"].value_counts().to_dict() if len(self.table) else {}
+        return f"{type(self).__name__}({str(self.root)!r}, clips={len(self)}, {counts})"
+
+
+class MelStore(_Store):
+    """Read access to a mel cache folder (``mel-<hash>``).
+
+    ``get`` returns the stored uint8 image, or zeros of ``fallback_shape`` for a clip without usable audio, a
+    failed or an unknown clip; ``has_audio`` is True only for clips with a real image.
+    """
+
+    kind = "mel"
+
+    @property
+    def fallback_shape(self) -> tuple[int, int]:
+        return fallback_shape(self.params)
+
+    def get(self, name: str) -> np.ndarray:
+        """uint8 2-D mel image of a clip (zeros fallback when it has none)."""
+        if self._status.get(name) == "ok":
+            try:
+                return np.load(self.path(name))
+            except (OSError, ValueError):
+                pass  # entry deleted or damaged behind our back: fall back rather than stop a training run
+        return np.zeros(self.fallback_shape, np.uint8)
+
+    def has_audio(self, name: str) -> bool:
+        """True when the clip has a real spectrogram."""
+        return self._status.get(name) == "ok"
+
+    def packed(self, names: Iterable[str], height: int, width: int, progress: bool = False) -> np.ndarray:
+        """All ``names`` resized to (height, width) once, as one memory-mapped uint8 array (N, height, width).
+
+        The stack is written once to ``packed/packed-<hash of names and size>.npy`` (atomically) and opened
+        read-only with ``mmap_mode='r'`` afterwards, so a training loader indexes rows instead of decoding files.
+
+        Args:
+            names: Clip names, in the order of the rows.
+            height: Row height.
+            width: Row width.
+            progress: Show a progress bar while building.
+
+        Returns:
+            Read-only memmap (N, height, width) uint8.
+        """
+        names = list(names)
+        payload: list = [names, int(height), int(width)]
+        stamps = [f"{self._status.get(n, '')}|{self._source.get(n, '')}" for n in names]
+        if any(self._source.get(n) for n in names):  # a recomputed entry must not be read from an old stack
+            payload.append(stamps)
+        key = hashlib.sha1(json.dumps(payload).encode("utf-8")).hexdigest()[:12]
+        path = self.root / "packed" / f"packed-{key}.npy"
+        if not path.is_file():
+            from tqdm.auto import tqdm
+
+            with atomic_path(path, ".tmp.npy") as tmp:
+                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), height, width))
+                for i, name in enumerate(tqdm(names, desc="pack mels", unit="clip", disable=not progress)):
+                    img = self.get(name)
+                    if img.shape != (height, width):
+                        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+                    arr[i] = img
+                arr.flush()
+                del arr
+                atomic_write(path.with_suffix(".json"), json.dumps({"names": names, "height": height, "width": width}))
+        return np.load(path, mmap_mode="r")
+
+
+class FaceStore(_Store):
+    """Read access to a face-crop cache folder (``faces-<hash>``)."""
+
+    kind = "faces"
+    suffix = ".npz"
+
+    @property
+    def fallback_shape(self) -> tuple[int, int, int, int]:
+        fp = face_params(self.params)
+        return fp["frames"], fp["size"], fp["size"], 3
+
+    def _load(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        if self._status.get(name) != "ok":
+            return None
+        try:
+            with np.load(self.path(name)) as z:
+                return z["faces"], z["found"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def get(self, name: str) -> np.ndarray:
+        """uint8 (T, S, S, 3) RGB crops (zeros when the clip failed or is unknown)."""
+        got = self._load(name)
+        return got[0] if got is not None else np.zeros(self.fallback_shape, np.uint8)
+
+    def face_found(self, name: str) -> np.ndarray:
+        """bool (T,): True where the detector found a face in that frame."""
+        got = self._load(name)
+        return got[1] if got is not None else np.zeros(self.fallback_shape[0], bool)
+
+
+def _read_manifest(root: Path) -> dict[str, dict]:
+    path = root / "manifest.csv"
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rows = {}
+    for rec in df.to_dict("records"):
+        rec["has_audio"] = rec.get("has_audio") == "True"
+        rows[rec["video_name"]] = {c: rec.get(c, "") for c in _MANIFEST_COLUMNS}
+    return rows
+
+
+def _write_manifest(root: Path, rows: Mapping[str, dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_MANIFEST_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows.values())
+    atomic_write(root / "manifest.csv", buf.getvalue())

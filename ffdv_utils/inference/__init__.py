@@ -1,0 +1,12 @@
+"""Scoring (notebook 06_submission): batch scoring with TTA and ensembles, ``prediction.csv`` writing and
+validation, the test API (``score_video``) and the Kaggle round trip.
+"""
+
+from .score import ensemble, predict_clips, predict_runs, score_table, score_video, score_videos
+from .submission import (
+                         SubmissionError,
+                         evaluate_prediction,
+                         validate_submission,
+                         write_prediction_record,
+                         write_submission,
+)

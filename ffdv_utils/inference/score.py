@@ -1,0 +1,171 @@
+"""Scoring: every score -- validation, ``06_submission``, ``python -m ffdv_utils score`` -- goes through
+``predict_clips``, which reads the run's saved parameters, extracts features with the function training used
+(``features.clips.clip_features``) and reads them with training's batch reader. Also TTA, ensembles of runs and
+the test API (``score_video``: file path in, probability of fake out).
+
+A clip that cannot be decoded at all still gets a row: the ``fallback_score`` (0.5 by default: it ranks such
+clips in the middle, which costs the least AUC when nothing is known), and it is listed in
+``prediction_issues.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..core.config import params_hash
+from ..core.device import amp_dtype, resolve_device
+from ..core.errors import ConfigError
+from ..core.files import file_stamp, sha256_file
+from ..core.paths import project_root
+from ..core.schema import INFERENCE, TRAINING, with_defaults
+from ..features.batches import ClipDataset, batch_loader
+from ..features.clips import clip_features
+from ..models.checkpoint import _load, checkpoint_path, load_model
+from ..models.registry import model_inputs
+from ..training.evaluate import predict_loader
+
+FALLBACK_SCORE = INFERENCE["fallback_score"]
+ENSEMBLE_METHODS = ("mean", "rank")
+
+
+@lru_cache(maxsize=4)
+def _cached_model(path: str, stamp: str, device: str) -> tuple[torch.nn.Module, dict]:
+    # ``stamp`` (size:mtime) is part of the key so a retrained checkpoint at the same path is loaded again
+    return load_model(path, device)
+
+
+def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.DataFrame, tta: int = 1,
+                  batch_size: int = 64, device: str = "auto", progress: bool = True,
+                  errors_csv: Path | None = None) -> pd.DataFrame:
+    """Scores for ``clips`` (video_name, path): video_name, score, status (ok | no_audio | fallback: <why>).
+
+    Features come from ``features.clips.clip_features`` with the run's own parameters, and batches from the
+    training loader's batch reader (``features.batches.batch_loader``): the code path training used.
+    """
+    p = with_defaults(params, INFERENCE, TRAINING)
+    dev = resolve_device(device)
+    clips = clips.reset_index(drop=True)
+    if "exists" not in clips:
+        clips = clips.assign(exists=[Path(x).is_file() for x in clips.path])
+    status = np.array(["ok"] * len(clips), dtype=object)
+    status[~clips.exists.to_numpy(bool)] = "fallback: file not found"
+    scores = np.full(len(clips), np.nan)
+    present = clips[clips.exists.to_numpy(bool)].reset_index()
+    if len(present):
+        feats = clip_features(p, present, model_inputs(model), progress=progress, errors_csv=errors_csv)
+        ds = ClipDataset(present.video_name, np.zeros(len(present)), mels=feats.get("mels"),
+                         has_audio=feats.get("has_audio"), faces=feats.get("faces"))
+        loader = batch_loader(ds, batch_size)
+        idx, s = predict_loader(model, loader, dev, amp_dtype(p["amp"], dev), tta=tta, progress=progress)
+        rows = present["index"].to_numpy()
+        scores[rows[idx]] = s
+        for i, name in enumerate(present.video_name):
+            if name in feats["errors"]:  # every needed modality failed to decode: no evidence, the fallback
+                scores[rows[i]], status[rows[i]] = np.nan, f"fallback: {feats['errors'][name]}"
+            elif "has_audio" in feats and not feats["has_audio"][i] and status[rows[i]] == "ok":
+                status[rows[i]] = "no_audio"
+    bad_score = ~np.isfinite(scores)
+    status[bad_score & (status == "ok")] = "fallback: non-finite score"
+    scores[bad_score] = float(p["fallback_score"])
+    return pd.DataFrame({"video_name": clips.video_name, "score": scores, "status": status})
+
+
+def ensemble(frames: Sequence[pd.DataFrame], method: str = "mean") -> pd.Series:
+    """Combine per-run scores (same row order).
+
+    ``mean``: average probability. ``rank``: each run's scores replaced by their ranks (ties averaged), the ranks
+    averaged and scaled to [0, 1]; it ignores how each run is calibrated, which is all AUC looks at.
+    """
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"unknown ensemble method {method!r}; use {' or '.join(ENSEMBLE_METHODS)}")
+    mat = np.stack([f.score.to_numpy(float) for f in frames])
+    if method == "mean":
+        return pd.Series(mat.mean(0))
+    ranks = np.stack([pd.Series(r).rank(method="average").to_numpy() for r in mat])
+    n = mat.shape[1]
+    return pd.Series((ranks.mean(0) - 1) / max(1, n - 1))
+
+
+def _source_record(run: str, ckpt: Path, params: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
+    root = project_root()
+    return {"run": str(run), "checkpoint": str(ckpt.relative_to(root) if ckpt.is_relative_to(root) else ckpt),
+            "checkpoint_sha256": sha256_file(ckpt), "epoch": meta.get("epoch"), "val_metrics": meta.get("metrics"),
+            "n_params": meta.get("n_params"), "model_type": params.get("model_type"), "model": params.get("model"),
+            "params_hash": params_hash(params), "train_params": dict(params)}
+
+
+def predict_runs(runs: Iterable[str], clips: pd.DataFrame, tta: int = 1, method: str = "mean",
+                 device: str = "auto", progress: bool = True, errors_csv: Path | None = None,
+                 fallback_score: float | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Score ``clips`` with one or several runs and ensemble them; returns scores and what produced them.
+
+    A row is ``fallback`` (and gets ``fallback_score``) only when every run fell back on it; when some did, its
+    status says which (``partial: ...``) and the ensemble uses what each run gave.
+    """
+    runs = [str(r) for r in runs]
+    if not runs:
+        raise ConfigError("no run to predict with: pass run_name or a list of runs")
+    if method not in ENSEMBLE_METHODS:
+        raise ConfigError(f"ensemble must be {' or '.join(ENSEMBLE_METHODS)}, not {method!r}")
+    frames, record = [], []
+    for run in runs:
+        ckpt = checkpoint_path(run)
+        model, params, meta = _load(ckpt, device)
+        if fallback_score is not None:
+            params["fallback_score"] = float(fallback_score)
+        frames.append(predict_clips(model, params, clips, tta=tta, device=device, progress=progress,
+                                    errors_csv=errors_csv))
+        record.append(_source_record(run, ckpt, params, meta))
+    out = frames[0][["video_name"]].copy()
+    out["score"] = ensemble(frames, method).to_numpy() if len(frames) > 1 else frames[0].score.to_numpy()
+    statuses = np.stack([f.status.to_numpy(object) for f in frames])
+    fell_back = np.char.startswith(statuses.astype(str), "fallback")
+    combined = []
+    for j in range(statuses.shape[1]):
+        col = [str(s) for s in statuses[:, j]]
+        if fell_back[:, j].all():
+            combined.append(col[0])
+        elif fell_back[:, j].any():
+            combined.append("partial: " + "; ".join(f"{r}: {s}" for r, s in zip(runs, col) if s != "ok"))
+        else:
+            combined.append(next((s for s in col if s != "ok"), "ok"))
+    out["status"] = combined
+    all_fell = fell_back.all(0)
+    if all_fell.any():  # a rank ensemble would turn equal fallback scores into some rank: keep the documented value
+        fb = FALLBACK_SCORE if fallback_score is None else float(fallback_score)
+        out.loc[all_fell, "score"] = fb
+    return out[["video_name", "score", "status"]], record
+
+
+def score_table(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.PathLike, device: str = "auto",
+                tta: int = 1, progress: bool = False) -> pd.DataFrame:
+    """video_name, path, score, status for many files with one model load (what ``score`` prints)."""
+    ckpt = checkpoint_path(run_or_checkpoint)
+    model, params = _cached_model(str(ckpt), file_stamp(ckpt), device)
+    clips = pd.DataFrame({"video_name": [Path(p).name for p in paths],
+                          "path": [str(Path(p).expanduser().resolve()) for p in paths]})
+    # one name per clip within a call (the feature cache is keyed by name); the cache itself notices when a name
+    # points at another file than the one its entry was made from, and recomputes
+    names = list(clips.video_name)
+    clips["video_name"] = [n if names.count(n) == 1 else f"{i}_{n}" for i, n in enumerate(names)]
+    scores = predict_clips(model, params, clips, tta=tta, device=device, progress=progress)
+    return pd.DataFrame({"video_name": names, "path": clips.path, "score": scores.score.astype(float),
+                         "status": scores.status})
+
+
+def score_video(path: str | os.PathLike, run_or_checkpoint: str | os.PathLike, device: str = "auto") -> float:
+    """The test API: probability that the clip at ``path`` is fake. The model is loaded once and kept."""
+    return score_videos([path], run_or_checkpoint, device=device)[0]
+
+
+def score_videos(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.PathLike,
+                 device: str = "auto", tta: int = 1, progress: bool = False) -> list[float]:
+    """Scores for many files with one model load, in the order given (fallback score for unreadable files)."""
+    return [float(s) for s in score_table(paths, run_or_checkpoint, device, tta, progress).score]
