@@ -13,7 +13,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "ffdv_utils"
 
 # lowest first; a module may import its own subpackage and anything below it
-LAYERS = ("core", "sample_data", "media", "data", "features", "models", "training", "inference", "experiments",
+LAYERS = ("core", "sample_data", "media", "data", "models", "features", "training", "inference", "experiments",
           "bench", "cli")
 ENTRY = {"ffdv_utils", "ffdv_utils.__main__", "ffdv_utils.train"}  # entry points, above every layer
 LAZY_ALLOWED = ("cli",)  # the CLI imports stages inside its commands on purpose (see cli/main.py)
@@ -137,13 +137,13 @@ def test_package_has_no_cycle_and_imports_only_downward():
 def test_the_check_finds_a_cycle_an_upward_edge_and_a_hidden_import(tmp_path):
     # the checker itself must fail on what it is there to catch
     pkg = tmp_path / "ffdv_utils"
-    for sub in ("core", "features", "models"):
+    for sub in ("core", "features", "training"):
         (pkg / sub).mkdir(parents=True)
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
-    (pkg / "core" / "a.py").write_text("from ..models.m import x\n")            # core -> models: upward
-    (pkg / "models" / "m.py").write_text("from ..core.a import y\nx = 1\n")     # and back: a cycle
-    (pkg / "features" / "f.py").write_text("def g():\n    from ..models.m import x\n    return x\n")
+    (pkg / "core" / "a.py").write_text("from ..training.m import x\n")            # core -> training: upward
+    (pkg / "training" / "m.py").write_text("from ..core.a import y\nx = 1\n")     # and back: a cycle
+    (pkg / "features" / "f.py").write_text("def g():\n    from ..training.m import x\n    return x\n")
     problems = layer_problems(pkg)
     assert any(p.startswith("cycle:") and "ffdv_utils.core.a" in p for p in problems), problems
     assert any(p.startswith("upward import: ffdv_utils.core.a") for p in problems), problems
