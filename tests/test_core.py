@@ -4,7 +4,6 @@ per-kind metrics, data-root resolution."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest

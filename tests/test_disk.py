@@ -13,8 +13,6 @@ from ffdv_utils.features.params import mel_params
 
 @pytest.fixture(scope="module")
 def clips(sample):
-    pass  # IMPORT-MOVED
-
     return load_split(sample["data_root"], "train").head(6)[["video_name", "path"]]
 
 

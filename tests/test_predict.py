@@ -106,8 +106,6 @@ def test_ensemble_mean_and_rank():
 
 @pytest.fixture(scope="module")
 def tiny_run(sample, session_outputs) -> str:
-    pass  # IMPORT-MOVED
-
     p = {**TRAIN_DEFAULTS, "run_name": RUN, "data_root": str(sample["data_root"]), "model": "test_resnet",
          "image_size": 64, "batch_size": 8, "epochs": 1, "feature_workers": 1, "progress": False}
     run = start_run(p, "03_train")
@@ -163,8 +161,6 @@ def test_notebook_prediction_matches_score_api_and_cli(tiny_run, sub_root, capsy
     assert score_video(sub_root["paths"][1], tiny_run) == pytest.approx(api[1], abs=1e-7)
 
     # the command line (`python -m ffdv_utils score` runs main), in this process to save an interpreter start
-    pass  # IMPORT-MOVED
-
     missing = str(sub_root["root"] / "testset" / "missing.mp4")
     capsys.readouterr()
     assert main(["score", "--run", tiny_run, *sub_root["paths"], missing]) == 0

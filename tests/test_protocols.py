@@ -142,8 +142,6 @@ def test_unknown_protocol_is_refused(data_root) -> None:
 
 def test_sync_cue_table_on_the_sample_data(sample) -> None:
     """The untrained lip-sync cue, per clip and per kind, from the cache (what 05_compare plots)."""
-    pass  # IMPORT-MOVED
-
     clips = labelled_clips(sample["data_root"])
     params = {"image_size": 64, "face_frames": 6, "face_size": 48, "feature_workers": 1}
     table = sync_cue_table(params, clips, kinds_csv=sample["answers"] / "manipulations.csv")

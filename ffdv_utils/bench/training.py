@@ -175,7 +175,6 @@ def bench_train(model: str = "resnet18", device: str = "auto", steps: int | None
     Returns:
         Dict of figures: images/s per measurement, loader-only images/s, loader shares, ratios, settings.
     """
-
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(int(threads))

@@ -14,7 +14,6 @@ from .labels import canonical_name
 
 def read_kinds(path: Any) -> pd.DataFrame:
     """``video_name, kind`` from a CSV with those columns (``real`` for genuine clips); names are canonical."""
-
     resolved = resolve_path(path)
     if resolved is None or not resolved.is_file():
         raise FileNotFoundError(f"kinds CSV {path!r} not found (resolved to {resolved})")
@@ -27,7 +26,6 @@ def read_kinds(path: Any) -> pd.DataFrame:
 
 def attach_kinds(clips: pd.DataFrame, kinds: pd.DataFrame | None) -> pd.DataFrame:
     """``clips`` with a ``kind`` column: from ``kinds`` where listed, else ``real`` / ``fake`` from the label."""
-
     out = clips.copy()
     default = np.where(out.target > 0.5, "fake", "real")
     if kinds is None:

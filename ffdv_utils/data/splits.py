@@ -58,7 +58,6 @@ class Split:
 
 def labelled_clips(data_root: Any, splits: Iterable[str] = ("train", "val")) -> pd.DataFrame:
     """Labelled clips with video_name, target, path, split and folder (relative to the data root)."""
-
     df = labelled_frame(data_root, splits)
     df["folder"] = [SPLIT_DIRS[s] for s in df.split]
     return df
@@ -114,7 +113,6 @@ def cluster_splits(clips: pd.DataFrame, clusters: Sequence[int], n_folds: int = 
 
 def test_split(clips: pd.DataFrame, data_root: Any, test_labels: Any, test_dir: str = "testset") -> Split:
     """Train split trains; the labelled test clips evaluate (answers kept outside the data folder)."""
-
     truth = read_labels(resolve_path(test_labels))
     test = list_test(data_root, test_dir)
     test = test[test.exists]

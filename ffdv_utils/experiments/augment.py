@@ -22,7 +22,6 @@ from .candidates import leaderboard_frame, run_in_process
 
 def example_batch(params: Mapping, n: int = 4) -> dict:
     """``n`` training mel images (normalised, as the model gets them) for showing what augmentation does."""
-
     train = load_split(params["data_root"], "train").head(max(1, n))
     feats = clip_features(params, train, ("mel",), progress=False)
     mel = torch.from_numpy(feats["mels"][: len(train)].copy())[:, None]

@@ -69,7 +69,6 @@ def clip_statistics(clips: pd.DataFrame, params: Mapping[str, Any] | None = None
     Returns:
         video_name plus the ``STAT_COLUMNS`` that could be computed (NaN-free: missing values get the median).
     """
-
     params = dict(params or {})
     if index is None:
         index = media_index(clips[["video_name", "path"]], workers=workers, progress=progress)
@@ -162,7 +161,6 @@ def make_splits(data_root: Any, protocols: Sequence[str] = ("plain", "held_out_k
 
 def evaluate_scores(split: Split, scores: pd.DataFrame) -> dict:
     """Metrics of ``scores`` (video_name, score) on ``split.eval``: overall and real-vs-kind AUC per fake kind."""
-
     df = split.eval.merge(scores[["video_name", "score"]], on="video_name", how="inner")
     out: dict[str, Any] = metrics.summarize(df.target, df.score)
     if "kind" in df:
@@ -172,7 +170,6 @@ def evaluate_scores(split: Split, scores: pd.DataFrame) -> dict:
 
 def _eval_scores_from_run(run_name: str, split: Split, device: str = "auto", progress: bool = False) -> pd.DataFrame:
     """Scores of a trained run's best checkpoint on ``split.eval`` (a split that shares the run's training set)."""
-
     model, params = load_model(run_name, device)
     clips = split.eval[["video_name", "path"]] if "path" in split.eval else None
     if clips is None:
@@ -197,7 +194,6 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     Returns:
         One row per (split, candidate): protocol, split, held_out, name, run, metrics, per-kind AUCs, n_params.
     """
-
     base = base_train_params(run_name, data_root)
     folder = run_dir(run_name)
     splits = make_splits(data_root, protocols, kinds_csv=kinds_csv, test_labels=test_labels,

@@ -59,7 +59,6 @@ def sync_cue_table(params: Mapping[str, Any], data_root: Path | pd.DataFrame, ki
 def sync_cue_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per group (``kind`` when known, else real / fake): clips, mean cue, and the AUC of ``-sync_cue`` for
     telling that group from the real clips (how well the untrained cue alone would catch it)."""
-
     t = table.dropna(subset=["sync_cue"])
     group = t["kind"] if "kind" in t else np.where(t.target >= 0.5, "fake", "real")
     real = t[np.asarray(group) == "real"]

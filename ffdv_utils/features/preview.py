@@ -17,7 +17,6 @@ from .mel import mel_image
 
 def clip_examples(examples: pd.DataFrame, mel_params: Mapping, path: str | Path | None = None) -> plt.Figure:
     """For each clip: its middle frame and its mel image (as the ``mel_params`` compute it), real vs fake titled."""
-
     images, titles = [], []
     for row in examples.itertuples():
         label = LABEL_NAMES.get(int(row.target), "?")

@@ -89,7 +89,6 @@ def write_prediction_record(run: Run, scores: pd.DataFrame, sources: list[dict],
 def evaluate_prediction(run: Run, pred: pd.DataFrame, labels_path: str | os.PathLike,
                         kinds_path: str | os.PathLike | None = None) -> dict:
     """Metrics of a prediction against answers (overall and per manipulation kind), added to metrics.json."""
-
     truth = read_labels(resolve_path(labels_path))
     df = pred.assign(key=[canonical_name(n) for n in pred.video_name]).merge(
         truth.rename(columns={"video_name": "key"}), on="key", how="inner")

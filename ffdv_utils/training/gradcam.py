@@ -96,7 +96,6 @@ def grad_cam(model: nn.Module, batch: Mapping[str, torch.Tensor], inputs: Sequen
 
 def _eval_clips(params: Mapping[str, Any]) -> pd.DataFrame:
     """The clips a run was validated on: its split file's eval part, else the val split."""
-
     if params.get("split_csv"):
 
         return read_split(params["split_csv"], params.get("data_root"))[1]
@@ -105,7 +104,6 @@ def _eval_clips(params: Mapping[str, Any]) -> pd.DataFrame:
 
 def pick_clips(clips: pd.DataFrame, n_per_class: int = 2, kinds_csv: Any = None, seed: int = 0) -> pd.DataFrame:
     """``n_per_class`` real clips and fakes -- one per manipulation kind first, when kinds are known."""
-
     clips = attach_kinds(clips, read_kinds(kinds_csv) if kinds_csv else None)
     rng = np.random.default_rng(seed)
     real = clips[clips.target < 0.5]
@@ -126,7 +124,6 @@ def explain_run(run_or_checkpoint: str | os.PathLike, n_per_class: int = 2, kind
         One dict per clip: video_name, target, kind, score, and where the model has them ``mel`` (uint8 H x W),
         ``mel_cam``, ``face`` (uint8 S x S x 3, the frame with the strongest evidence), ``face_cam``, ``frame``.
     """
-
     model, params = load_model(run_or_checkpoint, device)
     chosen = pick_clips(clips if clips is not None else _eval_clips(params), n_per_class, kinds_csv, seed)
     if chosen.empty:

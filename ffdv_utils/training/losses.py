@@ -22,7 +22,11 @@ def focal_loss(logit: torch.Tensor, target: torch.Tensor, gamma: float = 2.0,
 
 def classification_loss(logit: torch.Tensor, target: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
     """BCE (or focal) loss on logits with the run's label smoothing and positive-class weight."""
-    p = with_defaults(params, TRAINING)
+    return _classification_loss(logit, target, with_defaults(params, TRAINING))
+
+
+def _classification_loss(logit: torch.Tensor, target: torch.Tensor, p: Mapping[str, Any]) -> torch.Tensor:
+    """``classification_loss`` on parameters whose TRAINING keys are all present (filled once per step)."""
     smoothing = float(p["label_smoothing"])
     if smoothing:
         target = target * (1 - smoothing) + 0.5 * smoothing
@@ -44,13 +48,13 @@ def total_loss(out: Mapping[str, Any], target: torch.Tensor, params: Mapping[str
     audio-visual swap makes the pair fake while its audio and its faces may each be real.
     """
     params = with_defaults(params, TRAINING, MODEL)
-    loss = classification_loss(out["logit"], target, params)
+    loss = _classification_loss(out["logit"], target, params)
     explicit = set(out.get("explicit_branches") or ())  # branches trained only where a target is given
     for name, logit in (out.get("branch_logits") or {}).items():
         t = (branch_targets or {}).get(name, None if name in explicit else target)
         valid = torch.isfinite(t) if t is not None else None  # NaN: no target for that item
         if valid is not None and valid.any():
-            loss = loss + float(params["branch_loss"]) * classification_loss(
+            loss = loss + float(params["branch_loss"]) * _classification_loss(
                 logit[valid], t[valid].to(logit.dtype), params)
     if out.get("aux_loss") is not None:
         loss = loss + out["aux_loss"]
