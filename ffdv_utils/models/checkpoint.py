@@ -12,7 +12,7 @@ import torch
 from ..core.device import resolve_device
 from ..core.paths import KAGGLE_INPUT, RUN_NAME_RE, find_kaggle_file, is_kaggle, run_dir
 from ..core.schema import TRAIN_DEFAULTS
-from .registry import build_model
+from .registry import build_model, resolve_model_params
 
 
 def checkpoint_path(run_or_checkpoint: str | os.PathLike) -> Path:
@@ -52,7 +52,12 @@ def checkpoint_path(run_or_checkpoint: str | os.PathLike) -> Path:
 
 def _load(ckpt: Path, device: str = "auto") -> tuple[torch.nn.Module, dict, dict]:
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-    params = {**TRAIN_DEFAULTS, **saved["params"], "pretrained": False}  # weights come from the checkpoint
+    params = {**TRAIN_DEFAULTS, **saved["params"]}
+    if "input_norm" not in saved["params"]:
+        params["input_norm"] = "imagenet"  # saved before input_norm existed: every input was ImageNet-scaled
+    # the scaling follows the weights the model was trained from (fit saves it concrete; "auto" is resolved from
+    # the saved source, which needs no file), then the weights come from the checkpoint
+    params = {**resolve_model_params(params), "pretrained": False}
     model = build_model(params)
     model.load_state_dict(saved["model"])
     model.to(resolve_device(device)).eval()

@@ -20,15 +20,16 @@ class AudioModel(nn.Module):
 
     inputs = ("mel",)
 
-    def __init__(self, backbone: str = "resnet18", pretrained: Any = False, dropout: float = 0.0):
+    def __init__(self, backbone: str = "resnet18", pretrained: Any = False, dropout: float = 0.0,
+                 input_norm: Any = "auto"):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, input_norm)
         self.head = nn.Sequential(nn.Dropout(dropout), ScoreLinear(embedding_dim(self.backbone), 1))
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> "AudioModel":
         """From a run's parameters with every ``core.schema.MODEL`` key present."""
-        return cls(p["model"], p["pretrained"], float(p["dropout"]))
+        return cls(p["model"], p["pretrained"], float(p["dropout"]), p["input_norm"])
 
     def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.backbone(batch["mel"])
@@ -78,16 +79,16 @@ class VisualModel(nn.Module):
     inputs = ("faces",)
 
     def __init__(self, backbone: str = "resnet18", pretrained: Any = False, aggregate: str = "mean",
-                 topk: int = 3, dropout: float = 0.0):
+                 topk: int = 3, dropout: float = 0.0, input_norm: Any = "auto"):
         super().__init__()
-        self.backbone = create_backbone(backbone, pretrained)
+        self.backbone = create_backbone(backbone, pretrained, input_norm)
         self.dropout = nn.Dropout(dropout)
         self.aggregate = FrameAggregator(embedding_dim(self.backbone), aggregate, topk)
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> "VisualModel":
         """From a run's parameters with every ``core.schema.MODEL`` key present."""
-        return cls(p["model"], p["pretrained"], p["aggregate"], int(p["topk"]), float(p["dropout"]))
+        return cls(p["model"], p["pretrained"], p["aggregate"], int(p["topk"]), float(p["dropout"]), p["input_norm"])
 
     def frame_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, C) pooled backbone features of every frame."""
@@ -139,13 +140,13 @@ class FusionModel(nn.Module):
     def __init__(self, audio_backbone: str = "resnet18", visual_backbone: str = "resnet18", pretrained: Any = False,
                  aggregate: str = "attention", hidden: int = 256, dropout: float = 0.1, branch_loss: float = 0.3,
                  sync: bool = True, sync_dim: int = 64, topk: int = 3, head: str = "mlp",
-                 modality_dropout: float = 0.0):
+                 modality_dropout: float = 0.0, input_norm: Any = "auto"):
         super().__init__()
         if head not in FUSION_HEADS:
             raise ValueError(f"unknown fusion_head {head!r}; use {', '.join(FUSION_HEADS)}")
         self.head = head
-        self.audio = AudioModel(audio_backbone, pretrained, dropout)
-        self.visual = VisualModel(visual_backbone, pretrained, aggregate, topk, dropout)
+        self.audio = AudioModel(audio_backbone, pretrained, dropout, input_norm)
+        self.visual = VisualModel(visual_backbone, pretrained, aggregate, topk, dropout, input_norm)
         self.sync = SyncHead(sync_dim) if sync else None
         self.time_aligned = sync  # train.py: no time shifts / flips of the mel image
         da, dv = embedding_dim(self.audio.backbone), embedding_dim(self.visual.backbone)
@@ -176,7 +177,8 @@ class FusionModel(nn.Module):
         return cls(p["model"], p["visual_model"] or p["model"], p["pretrained"], p["aggregate"],
                    dropout=max(float(p["dropout"]), 0.1), branch_loss=float(p["branch_loss"]),
                    sync=truthy(p["sync"]), sync_dim=int(p["sync_dim"]), topk=int(p["topk"]),
-                   head=str(p["fusion_head"]), modality_dropout=float(p["modality_dropout"]))
+                   head=str(p["fusion_head"]), modality_dropout=float(p["modality_dropout"]),
+                   input_norm=p["input_norm"])
 
     def _drop(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Training only: zero each part of each sample with probability ``modality_dropout`` (never all parts of

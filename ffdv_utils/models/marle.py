@@ -137,13 +137,14 @@ class MarleModel(nn.Module):
     def __init__(self, backbone: str = "resnet18", pretrained: Any = False, stage: int = 2, n_regions: int = 4,
                  dim: int = 128, hidden: int = 128, mask: str = "min", mask_ratio: float = 0.3,
                  div_weight: float = 0.1, tc_weight: float = 0.1, dropout: float = 0.1, audio: str = "none",
-                 audio_backbone: str = "resnet18", sync_dim: int = 64):
+                 audio_backbone: str = "resnet18", sync_dim: int = 64, input_norm: Any = "auto"):
         super().__init__()
         if mask not in MASK_RULES:
             raise ValueError(f"unknown marle_mask {mask!r}; use {', '.join(MASK_RULES)}")
         if audio not in AUDIO_OPTIONS:
             raise ValueError(f"unknown marle_audio {audio!r}; use {', '.join(AUDIO_OPTIONS)}")
-        self.backbone = create_backbone(backbone, pretrained, features_only=True, out_indices=(int(stage),))
+        self.backbone = create_backbone(backbone, pretrained, input_norm, features_only=True,
+                                        out_indices=(int(stage),))
         channels = self.backbone.feature_info.channels()[-1]
         self.regions = RegionAttention(channels, n_regions, dim)
         self.query = nn.Linear(dim, dim, bias=False)
@@ -153,7 +154,8 @@ class MarleModel(nn.Module):
         self.mask, self.mask_ratio = mask, float(mask_ratio)
         self.div_weight, self.tc_weight = float(div_weight), float(tc_weight)
         self.hidden = hidden
-        self.audio_backbone = create_backbone(audio_backbone, pretrained) if audio in ("mel", "both") else None
+        self.audio_backbone = (create_backbone(audio_backbone, pretrained, input_norm) if audio in ("mel", "both")
+                               else None)
         self.audio_head = ScoreLinear(embedding_dim(self.audio_backbone), 1) if self.audio_backbone is not None else None
         self.sync = SyncHead(sync_dim) if audio in ("sync", "both") else None
         # trained on av_swap's explicit in-sync / out-of-sync targets only (see FusionModel)
@@ -173,7 +175,7 @@ class MarleModel(nn.Module):
                    mask=str(p["marle_mask"]), mask_ratio=float(p["marle_mask_ratio"]),
                    div_weight=float(p["marle_div_weight"]), tc_weight=float(p["marle_tc_weight"]),
                    dropout=max(float(p["dropout"]), 0.1), audio=str(p["marle_audio"]), audio_backbone=p["model"],
-                   sync_dim=int(p["sync_dim"]))
+                   sync_dim=int(p["sync_dim"]), input_norm=p["input_norm"])
 
     def region_vectors(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """faces (B, T, 3, S, S) -> region vectors (B, T, N, D) and attention maps (B, T, N, h, w)."""

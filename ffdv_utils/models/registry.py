@@ -2,7 +2,9 @@
 
 A detector class registers under a ``model_type`` and builds itself ``from_params`` (a run's parameters with every
 ``core.schema.MODEL`` key filled), so a new model type is one class and one line here. ``create_model`` applies the
-200M-parameter rule (``models.rules``) to whatever it builds.
+200M-parameter rule (``models.rules``) to whatever it builds, and makes ``input_norm`` concrete
+(``resolve_model_params``): a checkpoint's model is rebuilt with ``pretrained: false``, so the scaling its weights
+were trained with must be saved as a value, not re-derived from a source that is no longer there.
 
 Every model takes a batch dict (``mel`` (B,3,H,W), ``faces`` (B,T,3,S,S), ``has_audio`` (B,)) and returns a dict
 with ``logit`` (B,) -- probability of fake is ``sigmoid(logit)`` -- and optionally ``aux_loss``. One logit with
@@ -12,14 +14,17 @@ takes soft MixUp targets directly.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..core.schema import MODEL, with_defaults
+from .backbones import resolve_pretrained
 from .heads import AudioModel, FusionModel, VisualModel
 from .marle import MarleModel
+from .pretrained import resolve_norm, source_kind, weights_sha256
 from .rules import ModelRuleError, check_size
 
 MODELS: dict[str, type[nn.Module]] = {"audio": AudioModel, "visual": VisualModel, "fusion": FusionModel,
@@ -33,17 +38,51 @@ def create_model(params: Mapping[str, Any], check: bool = True) -> nn.Module:
     Built under ``torch.device("meta")`` it allocates nothing, which is how a size check of a huge backbone
     stays cheap (``parameter_count`` passes ``check=False`` to get the count of a refused model).
     """
-    p = with_defaults(params, MODEL)
-    kind = p["model_type"]
-    if kind not in MODELS:
-        raise ModelRuleError(f"unknown model_type {kind!r}; choose one of {', '.join(MODEL_TYPES)}")
-    model = MODELS[kind].from_params(p)
+    p = resolve_model_params(params)
+    model = MODELS[p["model_type"]].from_params(p)
     if check:
-        check_size(model, kind, p["model"], p["max_params"])
+        check_size(model, p["model_type"], p["model"], p["max_params"])
     return model
 
 
 build_model = create_model  # the name the notebooks and older code use
+
+
+def backbone_names(params: Mapping[str, Any]) -> list[str]:
+    """The timm names of the backbones ``params`` build (model type by model type, as their ``from_params``)."""
+    p = with_defaults(params, MODEL)
+    face = p["visual_model"] or p["model"]
+    return {"audio": [p["model"]], "visual": [p["model"]], "fusion": [p["model"], face],
+            "marle": [face] + ([p["model"]] if p["marle_audio"] in ("mel", "both") else [])}[p["model_type"]]
+
+
+def resolve_model_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with every MODEL key and a concrete ``input_norm`` (``auto`` -> what the weights want).
+
+    ``training.loop.fit`` saves these into the checkpoint, so a model rebuilt with ``pretrained: false`` scales
+    its input as in training. Backbones whose weights want different scalings need ``input_norm`` set by hand.
+    """
+    p = with_defaults(params, MODEL)
+    kind = p["model_type"]
+    if kind not in MODELS:
+        raise ModelRuleError(f"unknown model_type {kind!r}; choose one of {', '.join(MODEL_TYPES)}")
+    wanted = {name: resolve_norm(p["input_norm"], p["pretrained"], name) for name in backbone_names(p)}
+    values = list(wanted.values())
+    if any(v != values[0] for v in values):
+        raise ModelRuleError(f"input_norm: auto is ambiguous: the backbones' weights want {wanted}; "
+                             "set input_norm to one of them")
+    p["input_norm"] = values[0]
+    return p
+
+
+def pretrained_record(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Which weights file the model started from and its sha256 (None where there is none or timm downloads it):
+    what a run records in its checkpoints and metrics.json."""
+    source = with_defaults(params, MODEL)["pretrained"]
+    kind = source_kind(source)
+    file = resolve_pretrained(source)[1] if kind in ("package", "file") else None
+    return {"pretrained_source": None if kind == "none" else str(source), "pretrained_file": file,
+            "pretrained_sha256": weights_sha256(file) if file else None}
 
 
 def model_inputs(model: nn.Module) -> tuple[str, ...]:

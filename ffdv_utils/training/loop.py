@@ -39,7 +39,7 @@ from ..core.paths import run_dir
 from ..core.runs import Run
 from ..core.schema import TRAIN_DEFAULTS, TRAINING, with_defaults
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
-from ..models.registry import build_model, model_inputs
+from ..models.registry import build_model, model_inputs, pretrained_record, resolve_model_params
 from ..models.rules import count_parameters
 from .augment import augment_faces, augment_mel, mix_batch
 from .evaluate import evaluate
@@ -158,7 +158,8 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     """
     from tqdm.auto import tqdm
 
-    p = with_defaults(params, TRAIN_DEFAULTS)
+    p = resolve_model_params(with_defaults(params, TRAIN_DEFAULTS))  # input_norm concrete: saved in checkpoints
+    weights = pretrained_record(p)  # the ImageNet weights' file and sha256, into checkpoints and metrics.json
     device = resolve_device(p["device"])
     own_group = init_distributed(device, float(p["dist_timeout_min"]))
     rank, local_rank, world = dist_info()
@@ -264,11 +265,11 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
         if rank == 0:
             if improved:
                 save_checkpoint({"model": model.state_dict(), "params": dict(p), "epoch": epoch + 1, "metrics": m,
-                             "n_params": n_params}, best_path)
+                             "n_params": n_params, **weights}, best_path)
             save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "scaler": scaler.state_dict(), "epoch": epoch, "best_score": best_score,
                          "history": history, "rng": rng_state(), "params_key": params_hash(_train_key(p)),
-                         "params": dict(p)}, last_path)
+                         "params": dict(p), **weights}, last_path)
             pd.DataFrame(history).to_csv(run.path("history.csv"), index=False)
             if progress:
                 print(f"epoch {epoch + 1}/{p['epochs']}: loss {row['train_loss']:.4f}  val AUC {m['auc']:.4f}  "
@@ -279,7 +280,7 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
         # no epoch produced a defined score (e.g. one-class validation): keep the last weights as "best"
         if rank == 0:
             save_checkpoint({"model": model.state_dict(), "params": dict(p), "epoch": int(p["epochs"]),
-                         "metrics": {}, "n_params": n_params}, best_path)
+                         "metrics": {}, "n_params": n_params, **weights}, best_path)
         _barrier(world)
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
@@ -288,7 +289,7 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     result = {**{f"val_{k}": v for k, v in final.items()}, "best_epoch": best["epoch"], "n_params": n_params,
               "model_type": p["model_type"], "model": p["model"], "device": str(device), "world_size": world,
               "amp": str(amp).replace("torch.", "") if amp is not None else "off", "resumed_from_epoch": start_epoch,
-              "train_time_s": float(sum(h["train_time_s"] for h in history))}
+              "train_time_s": float(sum(h["train_time_s"] for h in history)), **weights}
     if rank == 0:
         pd.DataFrame({"video_name": [val_ds.names[i] for i in idx], "target": val_ds.targets[idx],
                       "score": scores}).to_csv(run.path("val_predictions.csv"), index=False)
