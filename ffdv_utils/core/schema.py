@@ -45,9 +45,12 @@ FACE: dict[str, Any] = {
 # model: what ``models.registry.create_model`` builds. ``pretrained``: false, true (timm's download), a weights file or
 # ``package:efficientnet_lite0`` (lite1, lite2: weights inside a registry package; ``models.pretrained``).
 # ``input_norm``: the scaling the backbone's weights want, re-mapped from the ImageNet-normalised batches: ``auto``
-# (from ``pretrained``), ``imagenet``, ``inception`` ((x - 0.5) / 0.5) or {mean: [...], std: [...]}
+# (from ``pretrained``), ``imagenet``, ``inception`` ((x - 0.5) / 0.5) or {mean: [...], std: [...]}.
+# ``freeze_backbone``: false, true, audio or visual -- those backbones keep their pretrained weights, their outputs are
+# computed once per clip into the feature cache (``features.embeddings``) and only the heads train (the CPU path)
 MODEL: dict[str, Any] = {
-    "model_type": "audio", "model": "resnet18", "pretrained": False, "input_norm": "auto", "visual_model": None,
+    "model_type": "audio", "model": "resnet18", "pretrained": False, "input_norm": "auto", "freeze_backbone": False,
+    "visual_model": None,
     "aggregate": "attention", "topk": 3, "dropout": 0.0, "branch_loss": 0.3, "fusion_head": "mlp", "sync": True,
     "sync_dim": 64, "modality_dropout": 0.0, "max_params": None,
     "marle_stage": 2, "marle_regions": 4, "marle_dim": 128, "marle_hidden": 128, "marle_mask": "min",

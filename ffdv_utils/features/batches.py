@@ -61,6 +61,8 @@ class ClipDataset(Dataset):
         self.av_swap_prob = float(av_swap_prob)
         self.seed = int(seed)
         self.epoch = 0
+        # frozen backbones' outputs per clip ({"mel_emb": (N, C), "face_emb": (N, T, C)}; features.embeddings)
+        self.embeddings: dict[str, np.ndarray] = {}
         if mels is not None and len(mels) != len(self.names):
             raise ValueError(f"{len(self.names)} names but {len(mels)} mel rows")
 
@@ -97,6 +99,8 @@ class ClipDataset(Dataset):
         item["has_audio"] = torch.tensor(float(self.has_audio[audio_i]))
         if self.faces is not None:
             item["faces"] = torch.from_numpy(np.array(self._faces(i), copy=True)).permute(0, 3, 1, 2)
+        for key, arr in self.embeddings.items():  # the mel embedding follows the audio, like the mel image
+            item[key] = torch.from_numpy(np.asarray(arr[audio_i if key == "mel_emb" else i], np.float32))
         return item
 
     def get_batch(self, indices: Sequence[int], epoch: int | None = None) -> dict:
@@ -129,6 +133,8 @@ class ClipDataset(Dataset):
             else:
                 faces = np.stack([self._faces(int(i)) for i in idx])
             batch["faces"] = torch.from_numpy(faces).permute(0, 1, 4, 2, 3)
+        for key, arr in self.embeddings.items():
+            batch[key] = torch.from_numpy(np.asarray(arr[audio_idx if key == "mel_emb" else idx], np.float32))
         return batch
 
     def __getstate__(self) -> dict:

@@ -11,27 +11,48 @@ import torch
 from torch import nn
 
 from .backbones import cam_layer, create_backbone, embedding_dim
-from .layers import ScoreLinear, noisy_or_logit
+from .layers import FrozenAware, ScoreLinear, is_frozen, noisy_or_logit
+from .layers import freeze as freeze_module
 from .sync import SyncHead
 
 
-class AudioModel(nn.Module):
-    """The public baseline's idea: an image backbone on the mel spectrogram image."""
+def _frozen_view(model: nn.Module) -> dict[str, nn.Module]:
+    """{input: backbone} of a detector's frozen backbones (``features.embeddings`` caches what they output)."""
+    return {key: bb for key, bb in model.backbones().items() if is_frozen(bb)}
+
+
+class AudioModel(FrozenAware):
+    """The public baseline's idea: an image backbone on the mel spectrogram image.
+
+    With a frozen backbone (``freeze=True``) a batch may carry ``mel_emb`` (B, C), the backbone's output cached by
+    ``features.embeddings``: the backbone is then skipped, which is what makes CPU training take seconds.
+    """
 
     inputs = ("mel",)
 
     def __init__(self, backbone: str = "resnet18", pretrained: Any = False, dropout: float = 0.0,
-                 input_norm: Any = "auto"):
+                 input_norm: Any = "auto", freeze: bool = False):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, input_norm)
+        if freeze:
+            freeze_module(self.backbone)
         self.head = nn.Sequential(nn.Dropout(dropout), ScoreLinear(embedding_dim(self.backbone), 1))
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> "AudioModel":
         """From a run's parameters with every ``core.schema.MODEL`` key present."""
-        return cls(p["model"], p["pretrained"], float(p["dropout"]), p["input_norm"])
+        return cls(p["model"], p["pretrained"], float(p["dropout"]), p["input_norm"],
+                   freeze=p["freeze_backbone"] in (True, "audio"))
+
+    def backbones(self) -> dict[str, nn.Module]:
+        return {"mel": self.backbone}
+
+    def frozen_backbones(self) -> dict[str, nn.Module]:
+        return _frozen_view(self)
 
     def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if "mel_emb" in batch and is_frozen(self.backbone):
+            return batch["mel_emb"].float()
         return self.backbone(batch["mel"])
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
@@ -73,25 +94,36 @@ class FrameAggregator(nn.Module):
 AGGREGATES = ("mean", "max", "topk", "attention")
 
 
-class VisualModel(nn.Module):
-    """A frame-level backbone on face crops, aggregated to a clip score."""
+class VisualModel(FrozenAware):
+    """A frame-level backbone on face crops, aggregated to a clip score (``face_emb`` (B, T, C) as ``mel_emb``)."""
 
     inputs = ("faces",)
 
     def __init__(self, backbone: str = "resnet18", pretrained: Any = False, aggregate: str = "mean",
-                 topk: int = 3, dropout: float = 0.0, input_norm: Any = "auto"):
+                 topk: int = 3, dropout: float = 0.0, input_norm: Any = "auto", freeze: bool = False):
         super().__init__()
         self.backbone = create_backbone(backbone, pretrained, input_norm)
+        if freeze:
+            freeze_module(self.backbone)
         self.dropout = nn.Dropout(dropout)
         self.aggregate = FrameAggregator(embedding_dim(self.backbone), aggregate, topk)
 
     @classmethod
     def from_params(cls, p: Mapping[str, Any]) -> "VisualModel":
         """From a run's parameters with every ``core.schema.MODEL`` key present."""
-        return cls(p["model"], p["pretrained"], p["aggregate"], int(p["topk"]), float(p["dropout"]), p["input_norm"])
+        return cls(p["model"], p["pretrained"], p["aggregate"], int(p["topk"]), float(p["dropout"]), p["input_norm"],
+                   freeze=p["freeze_backbone"] in (True, "visual"))
+
+    def backbones(self) -> dict[str, nn.Module]:
+        return {"faces": self.backbone}
+
+    def frozen_backbones(self) -> dict[str, nn.Module]:
+        return _frozen_view(self)
 
     def frame_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, C) pooled backbone features of every frame."""
+        if "face_emb" in batch and is_frozen(self.backbone):
+            return batch["face_emb"].float()
         faces = batch["faces"]
         b, t = faces.shape[:2]
         return self.backbone(faces.flatten(0, 1)).view(b, t, -1)
@@ -115,7 +147,7 @@ def truthy(v: Any) -> bool:
     return v not in (None, False, 0, "false", "False", "no", "off", "none", "")
 
 
-class FusionModel(nn.Module):
+class FusionModel(FrozenAware):
     """Audio and visual branches plus an audio-visual synchrony head, joined with the has-audio flag.
 
     Three branches each give a logit: ``audio`` (mel backbone), ``visual`` (face backbone, frames aggregated)
@@ -140,13 +172,14 @@ class FusionModel(nn.Module):
     def __init__(self, audio_backbone: str = "resnet18", visual_backbone: str = "resnet18", pretrained: Any = False,
                  aggregate: str = "attention", hidden: int = 256, dropout: float = 0.1, branch_loss: float = 0.3,
                  sync: bool = True, sync_dim: int = 64, topk: int = 3, head: str = "mlp",
-                 modality_dropout: float = 0.0, input_norm: Any = "auto"):
+                 modality_dropout: float = 0.0, input_norm: Any = "auto", freeze: bool | str = False):
         super().__init__()
         if head not in FUSION_HEADS:
             raise ValueError(f"unknown fusion_head {head!r}; use {', '.join(FUSION_HEADS)}")
         self.head = head
-        self.audio = AudioModel(audio_backbone, pretrained, dropout, input_norm)
-        self.visual = VisualModel(visual_backbone, pretrained, aggregate, topk, dropout, input_norm)
+        self.audio = AudioModel(audio_backbone, pretrained, dropout, input_norm, freeze=freeze in (True, "audio"))
+        self.visual = VisualModel(visual_backbone, pretrained, aggregate, topk, dropout, input_norm,
+                                  freeze=freeze in (True, "visual"))
         self.sync = SyncHead(sync_dim) if sync else None
         self.time_aligned = sync  # train.py: no time shifts / flips of the mel image
         da, dv = embedding_dim(self.audio.backbone), embedding_dim(self.visual.backbone)
@@ -178,7 +211,13 @@ class FusionModel(nn.Module):
                    dropout=max(float(p["dropout"]), 0.1), branch_loss=float(p["branch_loss"]),
                    sync=truthy(p["sync"]), sync_dim=int(p["sync_dim"]), topk=int(p["topk"]),
                    head=str(p["fusion_head"]), modality_dropout=float(p["modality_dropout"]),
-                   input_norm=p["input_norm"])
+                   input_norm=p["input_norm"], freeze=p["freeze_backbone"])
+
+    def backbones(self) -> dict[str, nn.Module]:
+        return {**self.audio.backbones(), **self.visual.backbones()}
+
+    def frozen_backbones(self) -> dict[str, nn.Module]:
+        return _frozen_view(self)
 
     def _drop(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Training only: zero each part of each sample with probability ``modality_dropout`` (never all parts of

@@ -40,3 +40,47 @@ def noisy_or_logit(logits: torch.Tensor, weights: torch.Tensor | None = None) ->
         total = total * weights
     total = total.sum(-1).clamp(min=1e-6)
     return total + torch.log(-torch.expm1(-total))
+
+
+# -------------------------------------------------------------------------------------------- frozen backbones
+
+FREEZE_CHOICES = (False, True, "audio", "visual")
+
+
+def freeze_choice(value: object) -> bool | str:
+    """``freeze_backbone`` as written in a params file -> False, True, "audio" or "visual" (else ValueError)."""
+    if isinstance(value, str) and value.lower() in ("false", "no", "off", "none", ""):
+        return False
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "all"):
+        return True
+    if value in (None, 0):
+        return False
+    if value == 1:
+        return True
+    if value not in FREEZE_CHOICES:
+        raise ValueError(f"freeze_backbone must be false, true, audio or visual, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Freeze a backbone: no gradients, and ``FrozenAware.train`` keeps it in eval mode (BatchNorm statistics stay
+    the pretrained ones, so its output on a clip is the cached embedding of that clip)."""
+    for t in module.parameters():
+        t.requires_grad_(False)
+    module.frozen = True
+    return module
+
+
+def is_frozen(module: nn.Module) -> bool:
+    return bool(getattr(module, "frozen", False))
+
+
+class FrozenAware(nn.Module):
+    """A detector whose frozen backbones stay in eval mode under ``model.train()``."""
+
+    def train(self, mode: bool = True) -> "FrozenAware":
+        super().train(mode)
+        for m in self.modules():
+            if is_frozen(m):
+                m.eval()
+        return self

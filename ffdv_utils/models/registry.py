@@ -23,6 +23,7 @@ from torch import nn
 from ..core.schema import MODEL, with_defaults
 from .backbones import resolve_pretrained
 from .heads import AudioModel, FusionModel, VisualModel
+from .layers import freeze_choice
 from .marle import MarleModel
 from .pretrained import resolve_norm, source_kind, weights_sha256
 from .rules import ModelRuleError, check_size
@@ -66,6 +67,12 @@ def resolve_model_params(params: Mapping[str, Any]) -> dict[str, Any]:
     kind = p["model_type"]
     if kind not in MODELS:
         raise ModelRuleError(f"unknown model_type {kind!r}; choose one of {', '.join(MODEL_TYPES)}")
+    try:
+        p["freeze_backbone"] = freeze_choice(p["freeze_backbone"])
+    except ValueError as e:
+        raise ModelRuleError(str(e)) from None
+    if p["freeze_backbone"] and kind not in ("audio", "visual", "fusion"):
+        raise ModelRuleError(f"freeze_backbone works with model_type audio, visual or fusion, not {kind!r}")
     wanted = {name: resolve_norm(p["input_norm"], p["pretrained"], name) for name in backbone_names(p)}
     values = list(wanted.values())
     if any(v != values[0] for v in values):

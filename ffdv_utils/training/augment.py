@@ -108,7 +108,7 @@ def mix_batch(batch: Mapping[str, torch.Tensor], mixup_alpha: float = 0.0, cutmi
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(1, generator=generator).item() < 0.5)
     alpha = cutmix_alpha if use_cutmix else mixup_alpha
     lam = float(torch.distributions.Beta(alpha, alpha).sample().item())
-    keys = [k for k in ("mel", "faces") if k in batch]
+    keys = [k for k in ("mel", "faces", "mel_emb", "face_emb") if k in batch]
     if use_cutmix:
         if "mel" in batch:
             w = batch["mel"].shape[-1]
@@ -125,6 +125,14 @@ def mix_batch(batch: Mapping[str, torch.Tensor], mixup_alpha: float = 0.0, cutmi
             if n:
                 faces[:, :n] = batch["faces"][perm][:, :n]
             out["faces"] = faces
+        # cached embeddings of frozen backbones: the same frames as the crops, the mel one mixed by the share cut
+        if "face_emb" in batch and "faces" in batch:
+            emb = batch["face_emb"].clone()
+            if n:
+                emb[:, :n] = batch["face_emb"][perm][:, :n]
+            out["face_emb"] = emb
+        if "mel_emb" in batch:
+            out["mel_emb"] = lam * batch["mel_emb"] + (1 - lam) * batch["mel_emb"][perm]
     else:
         for k in keys:
             out[k] = lam * batch[k].float() + (1 - lam) * batch[k][perm].float()

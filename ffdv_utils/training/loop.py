@@ -39,6 +39,7 @@ from ..core.paths import run_dir
 from ..core.runs import Run
 from ..core.schema import TRAIN_DEFAULTS, TRAINING, with_defaults
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
+from ..features.embeddings import attach_embeddings
 from ..models.registry import build_model, model_inputs, pretrained_record, resolve_model_params
 from ..models.rules import count_parameters
 from .augment import augment_faces, augment_mel, mix_batch
@@ -185,6 +186,8 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
             _barrier(world)
     n_params = count_parameters(model)
     model.to(device)
+    # frozen backbones: their outputs come from the cache (computed once per clip), only the heads train
+    attach_embeddings(model, p, [train_ds, val_ds], device, progress=progress)
     # channels-last helps convolutions on GPUs and on the CPU too (oneDNN: 1.1-2x for resnet18 on a 2-core CPU)
     channels_last = bool(p.get("channels_last"))
     if channels_last:

