@@ -1,12 +1,13 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make demo   create .venv, install, generate the sample dataset, run all six notebooks on it
+#   (make demo-full: the same with the full model comparison in 04/05)
 #   make test   create .venv, install, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast notebooks clean-outputs
+.PHONY: install demo demo-full test test-fast notebooks clean-outputs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m ffdv_utils demo
+
+demo-full: $(STAMP)
+	$(PY) -m ffdv_utils demo --run demo-full -f params/demo_full.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

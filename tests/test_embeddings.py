@@ -117,3 +117,41 @@ def test_bad_freeze_settings_are_refused(sample: dict, value: object, error: str
     kind = "marle" if value is True else "fusion"
     with pytest.raises(ModelRuleError, match=error):
         create_model(_params(sample, model_type=kind, freeze_backbone=value))
+
+
+# ------------------------------------------------------------------------------- mtcnn mouth crops in batches
+
+
+def test_mtcnn_mouth_crops_reach_the_synchrony_head(sample: dict) -> None:
+    """An mtcnn cache puts the crops round the mouth corners into every batch, and the synchrony head reads them
+    (instead of a fixed box of the face crop); haar caches carry none."""
+    from ffdv_utils.features.batches import prepare_batch
+
+    p = _params(sample, freeze_backbone=False, pretrained=False, model="test_resnet", face_detector="mtcnn",
+                face_frames=4, face_size=64, face_mouth_size=32)
+    train, _ = clip_datasets(p, ("mel", "faces"), progress=False)
+    batch = prepare_batch(train.get_batch([0, 1, 2]))
+    assert batch["mouths"].shape == (3, 4, 3, 32, 32) and batch["mouths"].dtype == torch.float32
+    item = train[1]
+    assert torch.equal(item["mouths"], train.get_batch([1])["mouths"][0])
+    torch.manual_seed(0)
+    model = create_model(p).eval()
+    with torch.no_grad():
+        with_mouths = model.sync(batch["mel"], batch["faces"], batch["mouths"])
+        moved = model.sync(batch["mel"], batch["faces"], batch["mouths"].flip(-2))
+        without = model.sync(batch["mel"], batch["faces"])
+    assert not torch.allclose(with_mouths, moved) and not torch.allclose(with_mouths, without)
+    haar, _ = clip_datasets(_params(sample, freeze_backbone=False, pretrained=False, model="test_resnet",
+                                    face_frames=4, face_size=64), ("mel", "faces"), progress=False)
+    assert "mouths" not in haar.get_batch([0])
+
+
+def test_grad_cam_explains_a_model_with_frozen_backbones(frozen: dict) -> None:
+    from ffdv_utils.features.batches import prepare_batch
+    from ffdv_utils.training.gradcam import grad_cam
+
+    batch = prepare_batch(frozen["train"].get_batch([0, 1]))
+    raw = {k: v for k, v in batch.items() if not k.endswith("_emb")}  # as the explanation feeds it: raw clips
+    cams = grad_cam(frozen["model"], raw)
+    assert cams["mel"].shape == (2, 64, 64) and cams["faces"].shape == (2, 2, 64, 64)
+    assert float(cams["faces"].max()) > float(cams["faces"].min())  # a map, not a constant

@@ -220,11 +220,36 @@ def _add_extraction(bench_sub: Any, help_: str) -> None:
     p.set_defaults(func=_extraction_cmd)
 
 
+def _embeddings_cmd(args: argparse.Namespace) -> int:
+    from ..bench.embeddings import bench_embeddings
+
+    result = bench_embeddings(args.videos, args.limit, make_n=args.make_clips, backbone=args.model,
+                              pretrained=args.pretrained, image_size=args.image_size, face_frames=args.face_frames,
+                              device=args.device, progress=not args.quiet)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _add_embeddings(bench_sub: Any) -> None:
+    p = bench_sub.add_parser("embeddings", help="frozen-backbone embeddings of mel images and face crops: clips/s")
+    p.add_argument("--videos", default=None, help="folder of clips (default: generate --make-clips clips)")
+    p.add_argument("--limit", type=int, default=None, help="use at most N clips")
+    p.add_argument("--make-clips", type=int, default=16, metavar="N", help="clips to generate without --videos")
+    p.add_argument("--model", default="tf_efficientnet_lite0", help="timm backbone")
+    p.add_argument("--pretrained", default="package:efficientnet_lite0", help="its weights")
+    p.add_argument("--image-size", type=int, default=128, help="mel image side")
+    p.add_argument("--face-frames", type=int, default=8, help="face crops per clip")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_embeddings_cmd)
+
+
 def add_bench_parser(subparsers: Any) -> None:
-    """Adds ``bench extraction`` and ``bench train`` to the CLI's subparsers."""
-    p = subparsers.add_parser("bench", help="benchmarks: bench extraction, bench train")
+    """Adds ``bench extraction``, ``bench embeddings`` and ``bench train`` to the CLI's subparsers."""
+    p = subparsers.add_parser("bench", help="benchmarks: bench extraction, bench embeddings, bench train")
     bench_sub = p.add_subparsers(dest="bench", required=True)
     _add_extraction(bench_sub, "baseline vs workspace audio features, and face crops: clips/s")
+    _add_embeddings(bench_sub)
     add_bench_train_parser(bench_sub)
 
 

@@ -18,7 +18,7 @@ from ..data.kinds import attach_kinds, read_kinds
 from ..data.splits import labelled_clips
 from ..features.batches import ClipDataset, prepare_batch
 from ..features.clips import clip_features
-from ..models.sync import lip_sync_cue
+from ..models.sync import MOUTH_CROP_BOX, lip_sync_cue
 
 
 def sync_cue_table(params: Mapping[str, Any], data_root: Path | pd.DataFrame, kinds_csv: Any = None,
@@ -47,7 +47,10 @@ def sync_cue_table(params: Mapping[str, Any], data_root: Path | pd.DataFrame, ki
     with torch.no_grad():
         for i in range(0, len(ds), batch):
             b = prepare_batch(ds.get_batch(list(range(i, min(i + batch, len(ds))))))
-            cues.append(lip_sync_cue(b["mel"], b["faces"]).numpy())
+            # mtcnn caches carry crops round the mouth corners: the cue reads those instead of a fixed box
+            cue = (lip_sync_cue(b["mel"], b["mouths"], MOUTH_CROP_BOX) if "mouths" in b
+                   else lip_sync_cue(b["mel"], b["faces"]))
+            cues.append(cue.numpy())
     out = kept[["video_name"]].assign(target=np.asarray(targets, float), has_audio=feats["has_audio"],
                                       sync_cue=np.concatenate(cues) if cues else np.zeros(0))
     out.loc[~out.has_audio, "sync_cue"] = np.nan

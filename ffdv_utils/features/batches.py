@@ -77,6 +77,9 @@ class ClipDataset(Dataset):
             return self.faces[i]
         return self.faces.get(self.names[i])
 
+    def _has_mouths(self) -> bool:
+        return bool(getattr(self.faces, "has_landmarks", False))
+
     def _audio_source(self, i: int, epoch: int) -> tuple[int, bool]:
         """(row whose audio item ``i`` uses, swapped?) -- the same draw for the per-item and the batched path."""
         if self.av_swap_prob > 0 and len(self.names) > 1:
@@ -99,6 +102,8 @@ class ClipDataset(Dataset):
         item["has_audio"] = torch.tensor(float(self.has_audio[audio_i]))
         if self.faces is not None:
             item["faces"] = torch.from_numpy(np.array(self._faces(i), copy=True)).permute(0, 3, 1, 2)
+            if self._has_mouths():
+                item["mouths"] = torch.from_numpy(np.array(self.faces.mouths(self.names[i]), copy=True)).permute(0, 3, 1, 2)
         for key, arr in self.embeddings.items():  # the mel embedding follows the audio, like the mel image
             item[key] = torch.from_numpy(np.asarray(arr[audio_i if key == "mel_emb" else i], np.float32))
         return item
@@ -133,6 +138,9 @@ class ClipDataset(Dataset):
             else:
                 faces = np.stack([self._faces(int(i)) for i in idx])
             batch["faces"] = torch.from_numpy(faces).permute(0, 1, 4, 2, 3)
+            if self._has_mouths():  # mtcnn caches: crops round the mouth corners, for the synchrony head
+                mouths = np.stack([self.faces.mouths(self.names[int(i)]) for i in idx])
+                batch["mouths"] = torch.from_numpy(mouths).permute(0, 1, 4, 2, 3)
         for key, arr in self.embeddings.items():
             batch[key] = torch.from_numpy(np.asarray(arr[audio_idx if key == "mel_emb" else idx], np.float32))
         return batch
@@ -291,8 +299,9 @@ def prepare_batch(batch: Mapping[str, torch.Tensor], device: torch.device | str 
         # one fused multiply-add that also broadcasts the grey channel to 3
         mel = torch.addcmul(shift, out["mel"].float(), scale)
         out["mel"] = mel.contiguous(memory_format=torch.channels_last) if channels_last else mel
-    if "faces" in out and out["faces"].dtype == torch.uint8:
-        out["faces"] = torch.addcmul(shift.unsqueeze(1), out["faces"].float(), scale.unsqueeze(1))
+    for key in ("faces", "mouths"):
+        if key in out and out[key].dtype == torch.uint8:
+            out[key] = torch.addcmul(shift.unsqueeze(1), out[key].float(), scale.unsqueeze(1))
     if "target" in out:
         out["target"] = out["target"].float()
     return out

@@ -237,7 +237,7 @@ class FusionModel(FrozenAware):
         a_logit = self.audio.head(fa).squeeze(1)
         branches = {"audio": a_logit, "visual": v_logit}
         # without a soundtrack there is nothing to be in sync with: the flag alone speaks for it
-        fs = self.sync(batch["mel"], batch["faces"]) * has_audio if self.sync is not None else None
+        fs = self.sync(batch["mel"], batch["faces"], batch.get("mouths")) * has_audio if self.sync is not None else None
         if fs is not None:
             branches["sync"] = self.sync_head(fs).squeeze(1)
         if self.head == "mlp":

@@ -27,6 +27,7 @@ def sample_at_frames(x: torch.Tensor, t: int) -> torch.Tensor:
 
 
 MOUTH_BOX = (0.62, 0.9, 0.3, 0.7)  # rows from, to, columns from, to, as fractions of a face crop
+MOUTH_CROP_BOX = (0.2, 0.8, 0.15, 0.85)  # the same for a mouth crop (side: twice the mouth-corner distance)
 
 
 def speech_energy(mel: torch.Tensor, t: int) -> torch.Tensor:
@@ -90,22 +91,29 @@ class SyncHead(nn.Module):
         k = n_corr + 1
         self.out_dim = 2 * dim + len(self.lags) * k * k
 
-    def streams(self, mel: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Per-frame audio and mouth features (B, T, dim) and the fixed energy / mouth-spread channels (B, T, 1)."""
+    def streams(self, mel: torch.Tensor, faces: torch.Tensor,
+                mouths: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """Per-frame audio and mouth features (B, T, dim) and the fixed energy / mouth-spread channels (B, T, 1).
+
+        ``mouths`` (B, T, C, M, M): crops centred on the mouth corners (``face_detector: mtcnn``); without them the
+        mouth is the lower part of the face crop and its spread is taken in the fixed ``mouth_box``.
+        """
         b, t = faces.shape[:2]
         bands = F.adaptive_avg_pool2d(mel[:, :1], (self.n_bands, mel.shape[-1])).squeeze(1)  # (B, bands, W)
         a = sample_at_frames(self.audio(bands), t)
         energy = speech_energy(mel, t)
-        rows = faces.shape[-2]
-        mouth = faces[..., int(rows * self.mouth_from):, :].flatten(0, 1)
+        if mouths is not None:
+            mouth, spread = mouths.flatten(0, 1), mouth_spread(mouths, MOUTH_CROP_BOX)
+        else:
+            rows = faces.shape[-2]
+            mouth, spread = faces[..., int(rows * self.mouth_from):, :].flatten(0, 1), mouth_spread(faces, self.mouth_box)
         fmap = self.mouth(mouth)
         # max pooling as well as mean: the mouth is a small part of the lower face and must not be averaged away
         v = torch.cat([fmap.mean((2, 3)), fmap.amax((2, 3))], dim=1).view(b, t, -1)
-        spread = mouth_spread(faces, self.mouth_box)
         return a, v, energy, spread
 
-    def forward(self, mel: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-        a, v, energy, spread = self.streams(mel, faces)
+    def forward(self, mel: torch.Tensor, faces: torch.Tensor, mouths: torch.Tensor | None = None) -> torch.Tensor:
+        a, v, energy, spread = self.streams(mel, faces, mouths)
         t = a.shape[1]
         pa = _standardise(torch.cat([self.proj_a(a), energy], dim=2))  # (B, T, k): zero mean, unit std over time
         pv = _standardise(torch.cat([self.proj_v(v), spread], dim=2))

@@ -108,7 +108,7 @@ def mix_batch(batch: Mapping[str, torch.Tensor], mixup_alpha: float = 0.0, cutmi
     use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(1, generator=generator).item() < 0.5)
     alpha = cutmix_alpha if use_cutmix else mixup_alpha
     lam = float(torch.distributions.Beta(alpha, alpha).sample().item())
-    keys = [k for k in ("mel", "faces", "mel_emb", "face_emb") if k in batch]
+    keys = [k for k in ("mel", "faces", "mouths", "mel_emb", "face_emb") if k in batch]
     if use_cutmix:
         if "mel" in batch:
             w = batch["mel"].shape[-1]
@@ -125,12 +125,14 @@ def mix_batch(batch: Mapping[str, torch.Tensor], mixup_alpha: float = 0.0, cutmi
             if n:
                 faces[:, :n] = batch["faces"][perm][:, :n]
             out["faces"] = faces
-        # cached embeddings of frozen backbones: the same frames as the crops, the mel one mixed by the share cut
-        if "face_emb" in batch and "faces" in batch:
-            emb = batch["face_emb"].clone()
-            if n:
-                emb[:, :n] = batch["face_emb"][perm][:, :n]
-            out["face_emb"] = emb
+        # the mouth crops and cached embeddings of frozen backbones: the same frames as the crops, the mel one mixed
+        # by the share cut
+        for key in ("face_emb", "mouths"):
+            if key in batch and "faces" in batch:
+                x = batch[key].clone()
+                if n:
+                    x[:, :n] = batch[key][perm][:, :n]
+                out[key] = x
         if "mel_emb" in batch:
             out["mel_emb"] = lam * batch["mel_emb"] + (1 - lam) * batch["mel_emb"][perm]
     else:

@@ -61,7 +61,9 @@ def grad_cam(model: nn.Module, batch: Mapping[str, torch.Tensor], inputs: Sequen
     model.eval()
     try:
         with torch.enable_grad():
-            logit = model(dict(batch))["logit"].float()
+            # inputs that need gradients: a frozen backbone's weights have none, so its maps would have no graph
+            feed = {k: v.detach().float().requires_grad_(True) if k in wanted else v for k, v in batch.items()}
+            logit = model(feed)["logit"].float()
             if sign == "predicted":
                 direction = torch.where(logit >= 0, 1.0, -1.0)
             elif sign in ("fake", "real"):
