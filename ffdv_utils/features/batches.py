@@ -25,6 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 from ..core.schema import FEATURES, RUN, TRAINING, with_defaults
 from ..data.labels import load_split
 from ..data.splits import read_split
+from ..pseudo import PseudoFakes, family_of
 from .clips import clip_features
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,11 +49,12 @@ class ClipDataset(Dataset):
         av_swap_prob: training only -- with this probability a clip's audio is replaced by another clip's audio
             and the item is labelled fake (the audio-visual mismatch augmentation public teams used).
         seed: seeds the swap draws (combined with the epoch via ``set_epoch``).
+        pseudo: training only -- a ``pseudo.PseudoFakes``: real clips turned into pseudo-fakes in the loader.
     """
 
     def __init__(self, names: Sequence[str], targets: Sequence[float], mels: np.ndarray | None = None,
                  has_audio: Sequence[bool] | None = None, faces: Any = None, av_swap_prob: float = 0.0,
-                 seed: int = 0):
+                 seed: int = 0, pseudo: PseudoFakes | None = None):
         self.names = list(names)
         self.targets = np.asarray(targets, dtype=np.float32)
         self.mels = mels
@@ -63,6 +65,8 @@ class ClipDataset(Dataset):
         self.epoch = 0
         # frozen backbones' outputs per clip ({"mel_emb": (N, C), "face_emb": (N, T, C)}; features.embeddings)
         self.embeddings: dict[str, np.ndarray] = {}
+        self.pseudo = pseudo  # training only: pseudo-fakes from real clips (ffdv_utils.pseudo)
+        self.clips: pd.DataFrame | None = None  # video_name, path, target of the rows, where known (clip_datasets)
         if mels is not None and len(mels) != len(self.names):
             raise ValueError(f"{len(self.names)} names but {len(mels)} mel rows")
 
@@ -89,60 +93,81 @@ class ClipDataset(Dataset):
         return i, False
 
     def __getitem__(self, i: int) -> dict:
-        item: dict[str, Any] = {"index": i, "target": torch.tensor(self.targets[i])}
-        audio_i, swapped = self._audio_source(i, self.epoch)
-        if swapped:
-            item["target"] = torch.tensor(1.0)
-        if self.av_swap_prob > 0:  # per-branch truth: a swap makes the pair fake, not its audio or its faces
-            item["target_audio"] = torch.tensor(self.targets[audio_i])
-            item["target_visual"] = torch.tensor(self.targets[i])
-            item["target_sync"] = torch.tensor(_sync_target(self.targets[i], swapped))
-        if self.mels is not None:
-            item["mel"] = torch.from_numpy(np.array(self.mels[audio_i], copy=True))[None]  # memmaps are read-only
-        item["has_audio"] = torch.tensor(float(self.has_audio[audio_i]))
-        if self.faces is not None:
-            item["faces"] = torch.from_numpy(np.array(self._faces(i), copy=True)).permute(0, 3, 1, 2)
-            if self._has_mouths():
-                item["mouths"] = torch.from_numpy(np.array(self.faces.mouths(self.names[i]), copy=True)).permute(0, 3, 1, 2)
-        for key, arr in self.embeddings.items():  # the mel embedding follows the audio, like the mel image
-            item[key] = torch.from_numpy(np.asarray(arr[audio_i if key == "mel_emb" else i], np.float32))
+        """One clip: the row of ``get_batch([i])`` (one code path for items and batches, pseudo-fakes included)."""
+        batch = self.get_batch([i])
+        item = {k: v[0] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        item["index"] = int(i)
         return item
 
     def get_batch(self, indices: Sequence[int], epoch: int | None = None) -> dict:
-        """The collated batch of ``indices`` in one read: equal to collating ``[self[i] for i in indices]``.
+        """The collated batch of ``indices`` in one read.
 
         The memory map is read in ascending row order (sequential on disk) and put back in the caller's order.
         ``epoch`` (default: the one from ``set_epoch``) travels with the indices because a persistent worker holds
-        its own copy of the dataset, which ``set_epoch`` in the main process does not reach.
+        its own copy of the dataset, which ``set_epoch`` in the main process does not reach. With ``pseudo`` (a
+        ``pseudo.PseudoFakes``) some real clips become pseudo-fakes (``pseudo_family`` names which; ``mel_stale`` /
+        ``face_stale`` flag rows whose cached embeddings no longer match their pictures).
         """
         epoch = self.epoch if epoch is None else int(epoch)
         idx = np.asarray(indices, dtype=np.int64)
         target = self.targets[idx].copy()
-        audio_idx = idx
+        audio_idx, swapped = idx, np.zeros(len(idx), bool)
         if self.av_swap_prob > 0:
             src = [self._audio_source(int(i), epoch) for i in idx]
             audio_idx = np.array([a for a, _ in src], dtype=np.int64)
-            target[np.array([sw for _, sw in src], bool)] = 1.0
-        batch: dict[str, Any] = {"index": torch.from_numpy(idx), "target": torch.from_numpy(target)}
-        if self.av_swap_prob > 0:
-            batch["target_audio"] = torch.from_numpy(self.targets[audio_idx].copy())
-            batch["target_visual"] = torch.from_numpy(self.targets[idx].copy())
-            batch["target_sync"] = torch.tensor([_sync_target(self.targets[i], sw) for i, (_, sw) in zip(idx, src)],
-                                                dtype=torch.float32)
+            swapped = np.array([sw for _, sw in src], bool)
+            target[swapped] = 1.0
+        arrays: dict[str, Any] = {}
         if self.mels is not None:
-            batch["mel"] = torch.from_numpy(_take_rows(self.mels, audio_idx))[:, None]
-        batch["has_audio"] = torch.from_numpy(self.has_audio[audio_idx].astype(np.float32))
+            arrays["mel"] = _take_rows(self.mels, audio_idx)
         if self.faces is not None:
             if isinstance(self.faces, np.ndarray):
-                faces = _take_rows(self.faces, idx)
+                arrays["faces"] = _take_rows(self.faces, idx)
             else:
-                faces = np.stack([self._faces(int(i)) for i in idx])
-            batch["faces"] = torch.from_numpy(faces).permute(0, 1, 4, 2, 3)
+                arrays["faces"] = np.stack([self._faces(int(i)) for i in idx])
             if self._has_mouths():  # mtcnn caches: crops round the mouth corners, for the synchrony head
-                mouths = np.stack([self.faces.mouths(self.names[int(i)]) for i in idx])
-                batch["mouths"] = torch.from_numpy(mouths).permute(0, 1, 4, 2, 3)
-        for key, arr in self.embeddings.items():
+                arrays["mouths"] = np.stack([self.faces.mouths(self.names[int(i)]) for i in idx])
+        has_audio = self.has_audio[audio_idx].astype(np.float32)
+        branch = {"audio": self.targets[audio_idx].copy(), "visual": self.targets[idx].copy(),
+                  "sync": np.array([_sync_target(self.targets[i], sw) for i, sw in zip(idx, swapped)], np.float32)}
+        families = [""] * len(idx)
+        stale = {"mel": np.zeros(len(idx), bool), "faces": np.zeros(len(idx), bool)}
+        if self.pseudo is not None:
+            for r, i in enumerate(idx):
+                if target[r] != 0 or swapped[r]:
+                    continue  # pseudo-fakes are made from untouched real clips only
+                name = self.pseudo.draw(int(i), epoch)
+                clip = {k: arrays[k][r] for k in arrays}
+                clip["has_audio"] = bool(has_audio[r])
+                if name is None or not self.pseudo.usable(name, clip):
+                    continue
+                if name == "face_blend" and getattr(self.faces, "has_landmarks", False):
+                    clip["landmarks"] = self.faces.landmarks(self.names[int(i)])
+                before = {k: clip[k] for k in ("mel", "faces") if k in clip}
+                changed = self.pseudo.apply_one(name, clip, int(i), epoch)
+                for k in before:  # (``before`` holds views of the batch arrays: compare before writing back)
+                    stale[k][r] = not np.array_equal(before[k], clip[k])
+                for k in arrays:
+                    arrays[k][r] = clip[k]
+                target[r], families[r] = 1.0, name
+                for b in ("audio", "visual", "sync"):
+                    branch[b][r] = 1.0 if b in changed else 0.0
+        batch: dict[str, Any] = {"index": torch.from_numpy(idx), "target": torch.from_numpy(target)}
+        if self.av_swap_prob > 0 or self.pseudo is not None:  # per-branch truth (a swap makes the pair fake)
+            for b, values in branch.items():
+                batch[f"target_{b}"] = torch.from_numpy(values.astype(np.float32))
+        if "mel" in arrays:
+            batch["mel"] = torch.from_numpy(arrays["mel"])[:, None]
+        batch["has_audio"] = torch.from_numpy(has_audio)
+        for key in ("faces", "mouths"):
+            if key in arrays:
+                batch[key] = torch.from_numpy(arrays[key]).permute(0, 1, 4, 2, 3)
+        for key, arr in self.embeddings.items():  # the mel embedding follows the audio, like the mel image
             batch[key] = torch.from_numpy(np.asarray(arr[audio_idx if key == "mel_emb" else idx], np.float32))
+        if self.pseudo is not None:
+            batch["pseudo_family"] = families
+            if self.embeddings:
+                batch["mel_stale"], batch["face_stale"] = torch.from_numpy(stale["mel"]), torch.from_numpy(stale["faces"])
         return batch
 
     def __getstate__(self) -> dict:
@@ -335,10 +360,14 @@ def clip_datasets(params: Mapping[str, Any], inputs: Sequence[str], progress: bo
         train, val = train[keep[: len(train)]].reset_index(drop=True), val[keep[len(train):]].reset_index(drop=True)
     n = len(train)
 
-    def part(sl: slice, df: pd.DataFrame, swap: float) -> ClipDataset:
+    def part(sl: slice, df: pd.DataFrame, swap: float, pseudo: PseudoFakes | None) -> ClipDataset:
         return ClipDataset(df.video_name, df.target, mels=feats["mels"][sl] if "mels" in feats else None,
                            has_audio=feats["has_audio"][sl] if "has_audio" in feats else None,
-                           faces=feats.get("faces"), av_swap_prob=swap, seed=int(params["seed"]))
+                           faces=feats.get("faces"), av_swap_prob=swap, seed=int(params["seed"]), pseudo=pseudo)
 
-    return (part(slice(0, n), train, float(params["av_swap_prob"])),
-            part(slice(n, None), val, 0.0))
+    probs = family_of(params)
+    pseudo = PseudoFakes(probs, seed=int(params["seed"])) if probs else None
+    train_ds = part(slice(0, n), train, float(params["av_swap_prob"]), pseudo)
+    val_ds = part(slice(n, None), val, 0.0, None)
+    train_ds.clips, val_ds.clips = train, val
+    return train_ds, val_ds

@@ -30,6 +30,7 @@ from ..features.clips import clip_features
 from ..models.checkpoint import _load, checkpoint_path, load_model
 from ..models.registry import model_inputs
 from ..training.evaluate import predict_loader
+from ..training.real_only import RealOnlyModel, clip_statistics, combine
 
 FALLBACK_SCORE = INFERENCE["fallback_score"]
 ENSEMBLE_METHODS = ("mean", "rank")
@@ -65,6 +66,10 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
         loader = batch_loader(ds, batch_size)
         idx, s = predict_loader(model, loader, dev, amp_dtype(p["amp"], dev), tta=tta, progress=progress)
         rows = present["index"].to_numpy()
+        state = getattr(model, "real_only_state", None)
+        if state:  # the run's real-only score, joined as in its validation (training.real_only.combine)
+            ro = RealOnlyModel.from_state(state).score(clip_statistics(p, present, progress=False))
+            s = combine(s, ro[idx], float(state["weight"]))
         scores[rows[idx]] = s
         for i, name in enumerate(present.video_name):
             if name in feats["errors"]:  # every needed modality failed to decode: no evidence, the fallback

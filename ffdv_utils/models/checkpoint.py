@@ -61,6 +61,7 @@ def _load(ckpt: Path, device: str = "auto") -> tuple[torch.nn.Module, dict, dict
     model = build_model(params)
     model.load_state_dict(saved["model"])
     model.to(resolve_device(device)).eval()
+    model.real_only_state = saved.get("real_only")  # the fitted real-only score, if the run has one
     meta = {k: saved.get(k) for k in ("epoch", "metrics", "n_params")}
     return model, params, meta
 

@@ -21,6 +21,21 @@ def _frozen_view(model: nn.Module) -> dict[str, nn.Module]:
     return {key: bb for key, bb in model.backbones().items() if is_frozen(bb)}
 
 
+def _cached(backbone: nn.Module, emb: torch.Tensor, raw: torch.Tensor, stale: torch.Tensor | None) -> torch.Tensor:
+    """A frozen backbone's cached embeddings, recomputed from the pictures for the rows a pseudo-fake changed
+    (``stale``); ``raw`` is (B, C, H, W) for mel images, (B, T, C, S, S) for face crops."""
+    emb = emb.float()
+    if stale is None or not bool(stale.any()):
+        return emb
+    rows = stale.nonzero().flatten()
+    x = raw[rows]
+    with torch.no_grad():
+        fresh = backbone(x.flatten(0, 1)).view(len(rows), x.shape[1], -1) if x.dim() == 5 else backbone(x)
+    emb = emb.clone()
+    emb[rows] = fresh.to(emb.dtype)
+    return emb
+
+
 class AudioModel(FrozenAware):
     """The public baseline's idea: an image backbone on the mel spectrogram image.
 
@@ -52,7 +67,7 @@ class AudioModel(FrozenAware):
 
     def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if "mel_emb" in batch and is_frozen(self.backbone):
-            return batch["mel_emb"].float()
+            return _cached(self.backbone, batch["mel_emb"], batch["mel"], batch.get("mel_stale"))
         return self.backbone(batch["mel"])
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict:
@@ -123,7 +138,7 @@ class VisualModel(FrozenAware):
     def frame_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, C) pooled backbone features of every frame."""
         if "face_emb" in batch and is_frozen(self.backbone):
-            return batch["face_emb"].float()
+            return _cached(self.backbone, batch["face_emb"], batch["faces"], batch.get("face_stale"))
         faces = batch["faces"]
         b, t = faces.shape[:2]
         return self.backbone(faces.flatten(0, 1)).view(b, t, -1)

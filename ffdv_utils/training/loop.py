@@ -26,6 +26,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -34,6 +35,7 @@ from torch.utils.data import DataLoader
 from ..core import metrics
 from ..core.config import params_hash
 from ..core.device import amp_dtype, configure_backends, resolve_device
+from ..core.errors import ConfigError
 from ..core.files import atomic_path, read_json, write_json
 from ..core.paths import run_dir
 from ..core.runs import Run
@@ -45,6 +47,7 @@ from ..models.rules import count_parameters
 from .augment import augment_faces, augment_mel, mix_batch
 from .evaluate import evaluate
 from .losses import total_loss
+from .real_only import clip_statistics, combine, fit_real_only
 from .runtime import (
     _barrier,
     dist_info,
@@ -288,20 +291,45 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     best = torch.load(best_path, map_location="cpu", weights_only=False)
     model.load_state_dict(best["model"])
     idx, scores = evaluate(model, val_loader, device, amp, channels_last, world)
+    extra: dict[str, Any] = {}
+    model_scores = scores
+    weight = float(p["real_only_weight"] or 0)
+    if weight > 0:
+        scores, extra = _with_real_only(p, train_ds, val_ds, idx, scores, weight, best_path, best, rank, run)
     final = metrics.summarize(val_ds.targets[idx], scores)
     result = {**{f"val_{k}": v for k, v in final.items()}, "best_epoch": best["epoch"], "n_params": n_params,
               "model_type": p["model_type"], "model": p["model"], "device": str(device), "world_size": world,
               "amp": str(amp).replace("torch.", "") if amp is not None else "off", "resumed_from_epoch": start_epoch,
-              "train_time_s": float(sum(h["train_time_s"] for h in history)), **weights}
+              "train_time_s": float(sum(h["train_time_s"] for h in history)), **weights, **extra}
     if rank == 0:
         pd.DataFrame({"video_name": [val_ds.names[i] for i in idx], "target": val_ds.targets[idx],
-                      "score": scores}).to_csv(run.path("val_predictions.csv"), index=False)
+                      "score": scores, **({"model_score": model_scores} if weight > 0 else {})}
+                     ).to_csv(run.path("val_predictions.csv"), index=False)
         existing = read_json(run.path("metrics.json")) if run.path("metrics.json").is_file() else {}
         write_json(run.path("metrics.json"), {**existing, **result})
     if own_group:
         _barrier(world)  # nobody leaves while rank 0 still writes
         torch.distributed.destroy_process_group()
     return result
+
+
+def _with_real_only(p: Mapping[str, Any], train_ds: ClipDataset, val_ds: ClipDataset, idx: np.ndarray,
+                    scores: np.ndarray, weight: float, best_path: Path, best: dict, rank: int,
+                    run: Run) -> tuple[np.ndarray, dict]:
+    """Fit the real-only score on the real training clips, join it to the model's validation scores, and store it
+    in ``best.pt`` (the test API combines the same way) and ``real_only.json``."""
+    if train_ds.clips is None or val_ds.clips is None:
+        raise ConfigError("real_only_weight needs datasets built by features.batches.clip_datasets (clip paths)")
+    ro = fit_real_only(p, train_ds.clips)
+    table = clip_statistics(p, val_ds.clips)
+    ro_scores = ro.score(table)[idx]
+    model_auc = metrics.auc(val_ds.targets[idx], scores)
+    if rank == 0:
+        save_checkpoint({**best, "real_only": {**ro.state(), "weight": weight}}, best_path)
+        ro.save(run.path("real_only.json"))
+    return combine(scores, ro_scores, weight), {
+        "val_auc_model": model_auc, "val_auc_real_only": metrics.auc(val_ds.targets[idx], ro_scores),
+        "real_only_weight": weight, "real_only_n_real": len(ro.fitted_names)}
 
 
 def _train_key(p: Mapping[str, Any]) -> dict:

@@ -1,0 +1,203 @@
+"""A real-only score: statistics of how real clips behave, fitted on real training clips only; a clip's distance
+from them is its anomaly score (the idea of AVH-Align, CVPR 2025: trained on real clips only, it needs no fake of
+the kind it meets).
+
+Per clip, from the feature cache (``clip_statistics``):
+
+- **sync**: how closely the mouth follows the speech -- the correlation of speech energy and lip spread at lags
+  -2..2 frames (its value at 0 and the best lag's), on the mouth crops of an mtcnn cache or the fixed box otherwise;
+- **motion**: how smoothly the face and its landmarks move (mtcnn caches) -- the mean second difference of the five
+  landmarks and the spread over time of the eye distance and of the eye-mouth distance, each in units of the
+  clip's eye distance; and the mean frame-to-frame change of the face crops;
+- **voice**: how natural the spectrum is -- spectral flatness, the share of energy in the top quarter of the bands,
+  smoothness across bands and along time, and the number of distinct levels (quantised spectra have few);
+- **face**: blending traces -- the sharpness (Laplacian energy) of the inner face against the whole crop, and the
+  colour step between the inner face and the ring round it.
+
+``RealOnlyModel.fit`` keeps only rows with target 0 (a test checks that no fake row reaches the fit), standardises
+them, and fits a Gaussian with Ledoit-Wolf shrinkage; ``score`` is the squared Mahalanobis distance d mapped to
+d / (d + k) for k statistics (a probability-like number in [0, 1), rank-equivalent to the distance). Missing statistics (no
+landmarks, no audio) are filled with the real clips' mean, so they add no evidence either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from sklearn.covariance import LedoitWolf
+
+from ..core.files import read_json, write_json
+from ..features.batches import ClipDataset, prepare_batch
+from ..features.clips import clip_features
+from ..models.layers import _standardise
+from ..models.sync import MOUTH_CROP_BOX, mouth_spread, speech_energy
+
+LAGS = (-2, -1, 0, 1, 2)
+
+
+def _sync_stats(mel: torch.Tensor, faces: torch.Tensor, mouths: torch.Tensor | None) -> np.ndarray:
+    t = faces.shape[1]
+    e = _standardise(speech_energy(mel, t).float())
+    m = _standardise(mouth_spread(mouths, MOUTH_CROP_BOX).float() if mouths is not None
+                     else mouth_spread(faces).float())
+    corr = []
+    for lag in LAGS:
+        a = e[:, max(0, -lag):t - max(0, lag)]
+        b = m[:, max(0, lag):t - max(0, -lag)]
+        corr.append((a * b).mean((1, 2)))
+    c = torch.stack(corr, 1)
+    return torch.stack([c[:, LAGS.index(0)], c.max(1).values, c.argmax(1).float() - LAGS.index(0)], 1).numpy()
+
+
+def _motion_stats(landmarks: np.ndarray | None, faces: np.ndarray) -> list[float]:
+    change = float(np.abs(np.diff(faces.astype(np.float32), axis=0)).mean()) if len(faces) > 1 else np.nan
+    if landmarks is None or not np.isfinite(landmarks).all() or np.abs(landmarks).sum() == 0:
+        return [np.nan, np.nan, np.nan, change]
+    eye_d = np.linalg.norm(landmarks[:, 1] - landmarks[:, 0], axis=1)
+    unit = float(np.median(eye_d)) or 1.0
+    jerk = float(np.abs(np.diff(landmarks, n=2, axis=0)).mean() / unit) if len(landmarks) > 2 else np.nan
+    mouth_eye = np.linalg.norm(landmarks[:, 3:5].mean(1) - landmarks[:, :2].mean(1), axis=1)
+    return [jerk, float(np.std(eye_d) / unit), float(np.std(mouth_eye) / unit), change]
+
+
+def _voice_stats(mel: np.ndarray, has_audio: bool) -> list[float]:
+    if not has_audio:
+        return [np.nan] * 5
+    x = mel.astype(np.float32) + 1.0
+    lin = np.exp(x / 32.0)  # the uint8 image is a log scale: back to a positive, energy-like scale
+    flat = float(np.mean(np.exp(np.log(lin).mean(0)) / lin.mean(0)))
+    h = x.shape[0]
+    top = float(lin[3 * h // 4:].sum() / lin.sum())
+    across = float(np.abs(np.diff(x, axis=0)).mean())
+    along = float(np.abs(np.diff(x, axis=1)).mean())
+    levels = float(len(np.unique(mel)))
+    return [flat, top, across, along, levels]
+
+
+def _face_stats(faces: np.ndarray) -> list[float]:
+    t, s = faces.shape[:2]
+    yy, xx = np.mgrid[0:s, 0:s]
+    d = ((xx - s / 2) / (0.26 * s)) ** 2 + ((yy - 0.55 * s) / (0.32 * s)) ** 2
+    inner, ring = d < 1, (d >= 1.2) & (d < 1.8)
+    grey = faces.mean(3).astype(np.float32)
+    lap = np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
+    sharp = float(lap[:, inner].mean() / (lap.mean() + 1e-6))
+    step = float(np.abs(faces[:, inner].mean((0, 1)) - faces[:, ring].mean((0, 1))).mean())
+    return [sharp, step]
+
+
+STAT_NAMES = (["sync_lag0", "sync_best", "sync_best_lag", "landmark_jerk", "eye_distance_spread",
+               "eye_mouth_spread", "frame_change", "spectral_flatness", "top_band_share", "smooth_across_bands",
+               "smooth_along_time", "levels", "inner_sharpness", "inner_ring_colour_step"])
+
+
+def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int = 32,
+                    progress: bool = False) -> pd.DataFrame:
+    """The statistics of ``clips`` (video_name, path[, target, ...]): one row per clip, ``STAT_NAMES`` columns."""
+    feats = clip_features(params, clips, ("mel", "faces"), progress=progress)
+    names = list(clips.video_name)
+    ds = ClipDataset(names, np.zeros(len(names)), mels=feats["mels"], has_audio=feats["has_audio"],
+                     faces=feats["faces"])
+    store = feats["faces"]
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(names), batch):
+            part = list(range(start, min(start + batch, len(names))))
+            raw = ds.get_batch(part)
+            b = prepare_batch(raw)
+            sync = _sync_stats(b["mel"], b["faces"], b.get("mouths"))
+            for j, i in enumerate(part):
+                faces = raw["faces"][j].permute(0, 2, 3, 1).numpy()
+                lm = store.landmarks(names[i], frame=True) if getattr(store, "has_landmarks", False) else None
+                has_audio = bool(ds.has_audio[i])
+                s = list(sync[j]) if has_audio else [np.nan] * 3
+                rows.append(s + _motion_stats(lm, faces) + _voice_stats(raw["mel"][j, 0].numpy(), has_audio)
+                            + _face_stats(faces))
+    out = pd.DataFrame(rows, columns=STAT_NAMES)
+    out.insert(0, "video_name", names)
+    for col in ("target", "split", "kind"):
+        if col in clips:
+            out[col] = clips[col].to_numpy()
+    return out
+
+
+@dataclass
+class RealOnlyModel:
+    """A Gaussian of real clips' statistics (standardised, Ledoit-Wolf covariance); see the module docstring."""
+
+    columns: list[str] = field(default_factory=lambda: list(STAT_NAMES))
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    precision: np.ndarray | None = None
+    fitted_names: list[str] = field(default_factory=list)
+
+    def fit(self, table: pd.DataFrame) -> "RealOnlyModel":
+        """Fit on the rows of ``table`` whose ``target`` is 0 (the others never reach the fit)."""
+        real = table[table["target"].to_numpy(float) == 0]
+        x = real[self.columns].to_numpy(float)
+        keep = [c for c, ok in zip(self.columns, np.isfinite(x).mean(0) > 0.5) if ok]
+        if len(real) < 3:  # Ledoit-Wolf shrinkage copes with fewer clips than statistics, not with none
+            raise ValueError(f"{len(real)} real clips are too few to fit the real-only score (3 at least)")
+        self.columns = keep
+        x = real[keep].to_numpy(float)
+        self.mean = np.nanmean(x, 0)
+        x = np.where(np.isfinite(x), x, self.mean)
+        self.scale = x.std(0) + 1e-9
+        z = (x - self.mean) / self.scale
+        self.precision = LedoitWolf().fit(z).precision_
+        self.fitted_names = list(real.video_name)
+        return self
+
+    def distance(self, table: pd.DataFrame) -> np.ndarray:
+        x = table[self.columns].to_numpy(float)
+        x = np.where(np.isfinite(x), x, self.mean)
+        z = (x - self.mean) / self.scale
+        return np.einsum("ni,ij,nj->n", z, self.precision, z)
+
+    def score(self, table: pd.DataFrame) -> np.ndarray:
+        """Anomaly score in [0, 1): d / (d + k) of the squared distance d over k statistics -- 0.5 at the distance
+        a real clip has on average, rank-equal to the distance, and (unlike the chi-squared CDF, which rounds
+        every far clip to 1.0) without ties among far clips, which TPR at a low FPR would suffer from."""
+        d = self.distance(table)
+        return d / (d + len(self.columns))
+
+    def state(self) -> dict[str, Any]:
+        """Plain lists (what a checkpoint and ``real_only.json`` hold)."""
+        return {"columns": self.columns, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "precision": self.precision.tolist(), "n_real": len(self.fitted_names)}
+
+    @classmethod
+    def from_state(cls, d: Mapping[str, Any]) -> "RealOnlyModel":
+        return cls(columns=list(d["columns"]), mean=np.array(d["mean"]), scale=np.array(d["scale"]),
+                   precision=np.array(d["precision"]))
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.state())
+
+    @classmethod
+    def load(cls, path: Path) -> "RealOnlyModel":
+        return cls.from_state(read_json(path))
+
+
+def combine(model_scores: Sequence[float], real_only_scores: Sequence[float], weight: float) -> np.ndarray:
+    """(1 - weight) * model + weight * real-only: both probability-like, in [0, 1]."""
+    return (1 - weight) * np.asarray(model_scores, float) + weight * np.asarray(real_only_scores, float)
+
+
+def fit_real_only(params: Mapping[str, Any], train: pd.DataFrame, progress: bool = False) -> RealOnlyModel:
+    """Statistics of the training clips, then the fit on their real ones only."""
+    return RealOnlyModel().fit(clip_statistics(params, train, progress=progress))
+
+
+def rank_average(*scores: Sequence[float], weights: Sequence[float] | None = None) -> np.ndarray:
+    """Average of the scores' ranks scaled to [0, 1] (a partner for a model's probabilities: scales differ)."""
+    ranks = [stats.rankdata(np.asarray(s, float)) / max(1, len(s)) for s in scores]
+    w = np.ones(len(ranks)) if weights is None else np.asarray(weights, float)
+    return np.average(np.stack(ranks), axis=0, weights=w)

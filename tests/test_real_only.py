@@ -1,0 +1,88 @@
+"""The real-only score (``training.real_only``): fitted on real clips only, joined to a run's scores everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ffdv_utils.core.schema import TRAIN_DEFAULTS
+from ffdv_utils.data.splits import labelled_clips
+from ffdv_utils.training.real_only import STAT_NAMES, RealOnlyModel, clip_statistics, combine
+
+FEAT = {"image_size": 64, "face_size": 64, "face_frames": 4, "face_detector": "center", "feature_workers": 1}
+
+
+def _table(n_real: int = 40, n_fake: int = 10, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0, 1, (n_real, len(STAT_NAMES))), rng.normal(50, 1, (n_fake, len(STAT_NAMES)))])
+    t = pd.DataFrame(x, columns=STAT_NAMES)
+    t.insert(0, "video_name", [f"r{i}" for i in range(n_real)] + [f"f{i}" for i in range(n_fake)])
+    t["target"] = [0] * n_real + [1] * n_fake
+    return t
+
+
+def test_no_fake_clip_reaches_the_fit() -> None:
+    table = _table()
+    model = RealOnlyModel().fit(table)
+    assert model.fitted_names == [f"r{i}" for i in range(40)]
+    alone = RealOnlyModel().fit(table[table.target == 0])
+    assert np.allclose(model.mean, alone.mean) and np.allclose(model.precision, alone.precision)
+    # the fakes (far away) score high, the reals low; scores are probability-like
+    s = model.score(table)
+    assert s[table.target == 1].min() > s[table.target == 0].max()
+    assert ((s >= 0) & (s < 1)).all()
+
+
+def test_missing_statistics_add_no_evidence_and_too_few_reals_are_refused() -> None:
+    table = _table()
+    model = RealOnlyModel().fit(table)
+    row = table.iloc[[0]].copy()
+    at_mean = row.copy()
+    at_mean[model.columns] = model.mean
+    gap = row.copy()
+    gap[model.columns] = np.nan
+    assert model.distance(gap)[0] == pytest.approx(model.distance(at_mean)[0]) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="too few"):
+        RealOnlyModel().fit(_table(n_real=2))
+    again = RealOnlyModel.from_state(model.state())
+    assert np.allclose(again.score(table), model.score(table))
+
+
+def test_statistics_of_real_sample_clips(sample: dict) -> None:
+    clips = labelled_clips(sample["data_root"])
+    table = clip_statistics({**TRAIN_DEFAULTS, **FEAT, "data_root": str(sample["data_root"])}, clips)
+    assert list(table.video_name) == list(clips.video_name) and set(STAT_NAMES) <= set(table.columns)
+    ok = table[["sync_lag0", "spectral_flatness", "frame_change", "inner_sharpness"]]
+    assert np.isfinite(ok.to_numpy()).all()  # every sample clip has sound and a face
+    assert table[["landmark_jerk"]].isna().all().all()  # a center cache has no landmarks
+    assert (table.levels > 1).all() and table.sync_lag0.between(-1, 1).all()
+
+
+@pytest.mark.slow
+def test_a_run_with_real_only_weight_scores_the_test_api_with_it(sample: dict, tmp_path: Path) -> None:
+    import torch
+
+    from ffdv_utils.core.runs import Run
+    from ffdv_utils.inference.score import predict_clips, score_table
+    from ffdv_utils.models.checkpoint import load_model
+    from ffdv_utils.training.loop import fit
+
+    p = {**TRAIN_DEFAULTS, **FEAT, "data_root": str(sample["data_root"]), "model_type": "audio",
+         "model": "test_resnet", "epochs": 1, "batch_size": 8, "progress": False, "device": "cpu",
+         "real_only_weight": 0.4, "run_name": "ro"}
+    result = fit(p, Run(name="ro", dir=tmp_path / "ro", params=p))
+    assert {"val_auc_model", "val_auc_real_only"} <= set(result) and result["real_only_n_real"] > 0
+    ckpt = tmp_path / "ro" / "checkpoints" / "best.pt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert saved["real_only"]["weight"] == 0.4 and (tmp_path / "ro" / "real_only.json").is_file()
+    clips = labelled_clips(sample["data_root"], ("val",))[["video_name", "path"]]
+    api = score_table(list(clips.path), ckpt, device="cpu")
+    model, params = load_model(ckpt, "cpu")
+    model.real_only_state = None
+    alone = predict_clips(model, params, clips, device="cpu", progress=False)
+    ro = RealOnlyModel.from_state(saved["real_only"]).score(clip_statistics(params, clips))
+    assert np.allclose(api.score, combine(alone.score, ro, 0.4), atol=1e-6)
+    assert not np.allclose(api.score, alone.score)
