@@ -216,8 +216,8 @@ def test_fold_overrides_switch_off_the_paired_family_only_where_a_stage_reads_it
     plain = Split("plain", "plain", ev, ev)
     assert fold_overrides(held, {"lr": 1.0}) == {}  # no pseudo-fake stage: the fold's parameters are untouched
     assert fold_overrides(held, {PSEUDO_OFF_KEY: None}) == {PSEUDO_OFF_KEY: list(HELD_OUT_PAIRING["audio"])}
-    assert fold_overrides(held, {PSEUDO_OFF_KEY: ["temporal"]}) == \
-        {PSEUDO_OFF_KEY: ["temporal", *HELD_OUT_PAIRING["audio"]]}
+    assert fold_overrides(held, {PSEUDO_OFF_KEY: ["splice"]}) == \
+        {PSEUDO_OFF_KEY: ["splice", *HELD_OUT_PAIRING["audio"]]}
     assert fold_overrides(plain, {PSEUDO_OFF_KEY: []}) == {}
     assert fold_overrides(Split("held_out_kind", "h", ev, ev, held_out="lipsync_gan"), {PSEUDO_OFF_KEY: []}) == {}
     assert set(HELD_OUT_PAIRING) == {"audio", "visual", "av_mismatch"}  # every fake kind of the sample data
@@ -275,7 +275,12 @@ def test_run_protocols_trains_once_per_seed_and_applies_the_hook(tiny_root, tmp_
         {",".join(v) for v in HELD_OUT_PAIRING.values()}
     board = protocol_leaderboard(results, folder=tmp_path / "out" / "seeds").iloc[0]
     assert board["n_seeds"] == 2 and np.isfinite(board["plain auc sd"]) and np.isfinite(board["plain auc lo"])
-    # without a pseudo-fake stage the same loop leaves the parameters alone
+    # without a pseudo-fake stage (no such key in the training parameters) the same loop leaves them alone
+    from ffdv_utils.experiments import protocols
+
+    plain_base = protocols.base_train_params
+    monkeypatch.setattr(protocols, "base_train_params", lambda *a: {k: v for k, v in plain_base(*a).items()
+                                                                     if k != PSEUDO_OFF_KEY})
     calls.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

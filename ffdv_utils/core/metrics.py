@@ -67,11 +67,13 @@ def tpr_at_fpr_or_na(y_true: Sequence, y_score: Sequence, fpr: float = 1e-3) -> 
     return tpr_at_fpr(y_true, y_score, fpr) if tpr_defined(int((y < 0.5).sum()), fpr) else float("nan")
 
 
-def tpr_label(value: float, n_real: int, fpr: float, digits: int = 3) -> str:
-    """A table cell: ``"0.612 (n_real 1200)"``, or ``"n/a (n_real 40 < 100)"`` below ``1/fpr`` real clips."""
+def tpr_label(value: float, n_real: int, fpr: float, digits: int = 3, sd: float = float("nan")) -> str:
+    """A table cell: ``"0.612 (n_real 1200)"`` (``"0.612 ± 0.020 (n_real 1200)"`` with a finite ``sd``), or
+    ``"n/a (n_real 40 < 100)"`` below ``1/fpr`` real clips."""
     if not tpr_defined(n_real, fpr):
         return f"n/a (n_real {int(n_real)} < {min_reals(fpr)})"
-    return ("nan" if not np.isfinite(value) else f"{value:.{digits}f}") + f" (n_real {int(n_real)})"
+    text = "nan" if not np.isfinite(value) else f"{value:.{digits}f}"
+    return text + (f" ± {sd:.{digits}f}" if np.isfinite(sd) else "") + f" (n_real {int(n_real)})"
 
 
 def weighted_aucs(real: np.ndarray, fake: np.ndarray, w_real: np.ndarray, w_fake: np.ndarray) -> np.ndarray:

@@ -185,10 +185,11 @@ def auc_intervals(board: pd.DataFrame, path: str | Path | None = None) -> plt.Fi
     axes[0][0].set_yticks(y)
     axes[0][0].set_yticklabels(list(board["name"]))
     axes[0][0].invert_yaxis()
-    if panels:
-        axes[0][0].legend(fontsize=7, loc="lower left")
-    else:
+    if not panels:
         axes[0][0].text(0.5, 0.5, "no intervals (no saved predictions)", ha="center", va="center")
         axes[0][0].axis("off")
     fig.tight_layout()
+    if panels:  # below the panels, where it hides no model
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
     return save_figure(fig, path)

@@ -62,11 +62,13 @@ PROTOCOLS = ("plain", "held_out_kind", "cluster", "test")
 # While a manipulation kind is held out, the pseudo-fake family that imitates it most closely is switched off too,
 # or the fold would still train on a stand-in for the "unseen" kind. {held-out kind: pseudo-fake families to switch
 # off}, for the sample data's kinds (FFDV's own kinds are not published; a kind without an entry switches nothing
-# off). The family names must be those of the pseudo-fake stage (``ffdv_utils/pseudo``): edit here when it lands.
+# off). The names are the families of ``ffdv_utils/pseudo/families.py`` (``FAMILIES``); ``splice`` (temporal
+# continuity) imitates no kind of the sample's train / val splits and stays on.
 HELD_OUT_PAIRING: dict[str, tuple[str, ...]] = {
-    "audio": ("voice",),            # the voice altered or replaced  <->  voice re-synthesis / processing
-    "visual": ("face_blend",),      # the face region manipulated    <->  self-blended face (SBI-style)
-    "av_mismatch": ("av_timing",),  # audio from another clip         <->  audio-visual offsets and swaps
+    "audio": ("voice",),                         # voice altered / replaced <-> vocoder-like damage to the voice
+    "visual": ("face_blend", "mouth_reorder"),   # blended face swap or a mouth pasted from other frames <->
+                                                 # self-blended face, mouth taken from other frames
+    "av_mismatch": ("av_offset",),               # audio from another clip <-> the sound moved against the picture
 }
 # The training parameter the pseudo-fake stage reads: a list of family names that are off. The override is applied
 # only where the training parameters already hold this key (the stage declares it in ``core/schema.py``), so
@@ -452,26 +454,25 @@ def _cell(mean: float, sd: float = float("nan"), lo: float = float("nan"), hi: f
 
 def leaderboard_display(board: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """The leaderboard as text, to read: ``<protocol> AUC`` "mean ± sd [bootstrap 95 %]", ``<protocol> TPR@1e-2``
-    "mean ± sd (n_real N)" or "n/a (n_real N < 100)", ``unseen <kind> AUC``, then seeds, size, time, errors. The
-    sd is left out with one seed, the interval without saved predictions."""
+    "mean ± sd (n_real N)" or "n/a (n_real N < 100)" (``metrics.tpr_label``), ``unseen <kind> AUC`` and
+    ``<protocol> AUC[<kind>]``, then seeds, size, time, errors. The sd is left out with one seed, the interval
+    without saved predictions."""
     out = pd.DataFrame({"name": board["name"]})
 
     def get(col: str) -> np.ndarray:
         return pd.to_numeric(board[col], errors="coerce").to_numpy(float) if col in board \
             else np.full(len(board), np.nan)
 
-    for col in [c for c in board.columns if c.endswith(" auc")]:
-        out[col[:-4] + " AUC"] = [_cell(*v, digits=digits) for v in
-                                  zip(get(col), get(col + " sd"), get(col + " lo"), get(col + " hi"))]
+    for col in [c for c in board.columns if c.endswith(" auc") or (" auc[" in c and c.endswith("]"))]:
+        out[col.replace(" auc", " AUC")] = [_cell(*v, digits=digits) for v in
+                                            zip(get(col), get(col + " sd"), get(col + " lo"), get(col + " hi"))]
         proto = col[:-4]
         for m, fpr in TPR_METRICS.items():
-            if f"{proto} {m}" not in board:
+            if not col.endswith(" auc") or f"{proto} {m}" not in board:
                 continue
-            n_real = get(f"{proto} n_real")
             out[f"{proto} TPR@{metrics.fpr_name(fpr)}"] = [
-                _cell(v, s, digits=digits) + f" (n_real {int(n)})" if np.isfinite(n) and metrics.tpr_defined(n, fpr)
-                else (f"n/a (n_real {int(n)} < {metrics.min_reals(fpr)})" if np.isfinite(n) else _cell(v, s, digits=digits))
-                for v, s, n in zip(get(f"{proto} {m}"), get(f"{proto} {m} sd"), n_real)]
+                metrics.tpr_label(v, int(n), fpr, digits, sd) if np.isfinite(n) else _cell(v, sd, digits=digits)
+                for v, sd, n in zip(get(f"{proto} {m}"), get(f"{proto} {m} sd"), get(f"{proto} n_real"))]
     for col in ("n_seeds", "params_M", "train_time_s", "error"):
         if col in board:
             out[col] = board[col].round(2) if col in ("params_M", "train_time_s") else board[col]
