@@ -206,20 +206,30 @@ def compare_nb():
         "- `cluster` (kinds unknown): train + val clustered on media / feature statistics, whole clusters held "
         "out.\n"
         "- `test` (needs `test_labels`): train split -> labelled test split (sample data).\n\n"
-        "The last epoch is kept (the eval part never picks a checkpoint). ONE leaderboard: AUC and TPR at FPR 1e-2 "
-        "and 1e-3 per protocol, per-kind AUCs, parameters. Models over the 200M-parameter cap are flagged and "
-        "not trained. Every (candidate, split) is a run folder `outputs/<run>-<candidate>-<split>`.",
+        "The last epoch is kept (the eval part never picks a checkpoint). Each (candidate, split) is trained once "
+        "per training seed (`seeds`: a count from the 03 seed, or a list; use 3 or more to compare models). ONE "
+        "leaderboard: per protocol the AUC as mean ± sd over seeds with a bootstrap 95 % interval (eval clips "
+        "resampled, reals and fakes apart, 1000 times, the same resample for every seed), TPR at FPR 1e-2 and 1e-3 "
+        "with the number of real clips beside them -- n/a where fewer than 1/FPR real clips cannot resolve that FPR "
+        "-- per-kind AUCs, parameters. Models over the 200M-parameter cap are flagged and not trained. Every "
+        "(candidate, split, seed) is a run folder `outputs/<run>-<candidate>[-s<seed>]-<split>`.",
         "import pandas as pd\n\nfrom ffdv_utils import experiments\nfrom ffdv_utils.core import plots",
         [("code", """
 results = experiments.run_protocols(run_name, run.data_root, candidates, eval_protocols, kinds_csv=kinds_csv,
                                   test_labels=test_labels, shared=shared, n_clusters=n_clusters,
-                                  cluster_folds=cluster_folds, seed=seed)
-board = experiments.protocol_leaderboard(results)
+                                  cluster_folds=cluster_folds, seed=seed, seeds=seeds)
+board = experiments.protocol_leaderboard(results, folder=run.dir)  # numbers; intervals from protocol_predictions/
 experiments.save_leaderboard(board, run.dir, "leaderboard.csv")
-board.round(3)
+experiments.leaderboard_display(board)
 """),
-         ("md", "Per split (`held_out` names the unseen kind or the held-out clusters; `auc[kind]` is real vs that "
-                "kind):"),
+         ("md", "AUC per protocol and unseen kind: the dot is the mean over seeds, the thick bar ± sd over seeds "
+                "(with 2 seeds or more), the thin bar the bootstrap 95 % interval of that mean (clip sampling):"),
+         ("code", """
+plots.auc_intervals(board, run.path("figures", "protocol_auc_intervals.png"));
+"""),
+         ("md", "Per split and seed (`held_out` names the unseen kind or the held-out clusters; `auc[kind]` is real "
+                "vs that kind; `auc_ci_lo` / `auc_ci_hi` the split's own bootstrap 95 % interval; a TPR is NaN where "
+                "`n_real` < 1/FPR; `pseudo_fakes_off`: the pseudo-fake families a held-out-kind fold switched off):"),
          ("code", """
 experiments.detail_table(results).round(3)
 """),

@@ -156,3 +156,40 @@ def leaderboard(board: pd.DataFrame, metric: str = "val_auc", path: str | Path |
     ax.set_xlabel(metric)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def auc_intervals(board: pd.DataFrame, path: str | Path | None = None) -> plt.Figure:
+    """A panel per ``<x> auc`` column of a protocol leaderboard that has a bootstrap interval (``<x> auc lo`` /
+    ``hi``): per model, the mean over seeds (dot), ± sd over seeds (thick bar, where ``<x> auc sd`` is defined) and
+    the bootstrap 95 % interval (thin bar with end ticks); 0.5 (chance) dotted."""
+    panels = [c[:-4] for c in board.columns if c.endswith(" auc") and f"{c} lo" in board and f"{c} hi" in board]
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(3.3 * max(1, len(panels)), 0.45 * len(board) + 1.5),
+                             sharey=True, squeeze=False)
+    y = np.arange(len(board))
+    for ax, panel in zip(axes[0], panels):
+        col = f"{panel} auc"
+        mean, lo, hi = (pd.to_numeric(board[c], errors="coerce").to_numpy(float) for c in (col, f"{col} lo",
+                                                                                           f"{col} hi"))
+        sd = pd.to_numeric(board[f"{col} sd"], errors="coerce").to_numpy(float) if f"{col} sd" in board \
+            else np.full(len(board), np.nan)
+        ax.hlines(y, lo, hi, color="tab:blue", lw=1.2, label="bootstrap 95 %")
+        ax.plot(lo, y, "|", hi, y, "|", color="tab:blue", ms=9)
+        if np.isfinite(sd).any():
+            ax.hlines(y, mean - sd, mean + sd, color="tab:orange", lw=5, alpha=0.6, label="± sd over seeds")
+        ax.plot(mean, y, "o", color="k", ms=4, label="mean over seeds")
+        ax.axvline(0.5, color="gray", ls=":", lw=0.8)
+        finite = np.concatenate([lo[np.isfinite(lo)], mean[np.isfinite(mean)], [0.5]])
+        ax.set_xlim(max(0.0, finite.min() - 0.05), 1.01)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("AUC")
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels(list(board["name"]))
+    axes[0][0].invert_yaxis()
+    if not panels:
+        axes[0][0].text(0.5, 0.5, "no intervals (no saved predictions)", ha="center", va="center")
+        axes[0][0].axis("off")
+    fig.tight_layout()
+    if panels:  # below the panels, where it hides no model
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=3, fontsize=8, frameon=False)
+    return save_figure(fig, path)

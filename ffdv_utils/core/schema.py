@@ -95,8 +95,10 @@ CANDIDATES: dict[str, Any] = {
                    {"name": "fusion", "model_type": "fusion", "av_swap_prob": 0.4},
                    {"name": "marle", "model_type": "marle", "marle_audio": "both", "av_swap_prob": 0.4}],
     "shared": {}}
+# ``seed``: the clustering's; ``seeds``: training seeds per (candidate, split) -- a count (the 03 seed and the ones
+# after it) or a list; the leaderboard reports mean +- sd over them (use >= 3 to compare; 1 keeps the demo fast)
 PROTOCOLS: dict[str, Any] = {"eval_protocols": ["plain", "held_out_kind", "cluster", "test"], "kinds_csv": None,
-                             "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0}
+                             "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0, "seeds": 1}
 BACKBONES: dict[str, Any] = {
     "backbones": [{"name": "resnet18", "model": "resnet18"}, {"name": "efficientnet_b0", "model": "efficientnet_b0"},
                   {"name": "mobilenetv3_large_100", "model": "mobilenetv3_large_100"}],

@@ -8,12 +8,16 @@ from .candidates import (
     leaderboard_frame,
     run_candidates,
     save_leaderboard,
+    seed_list,
     train_variant,
 )
 from .protocols import (
+    HELD_OUT_PAIRING,
     detail_table,
+    leaderboard_display,
     plot_protocol_rocs,
     protocol_curves,
+    protocol_intervals,
     protocol_leaderboard,
     run_protocols,
 )

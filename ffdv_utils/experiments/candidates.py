@@ -4,6 +4,7 @@
 ``base`` + ``shared`` + a candidate's overrides, counts the model's parameters without allocating it, and marks a
 candidate that breaks the 200M rule (or cannot be built) so it is listed, not trained. Each trained candidate is
 its own run folder, ``outputs/<run>-<label>``, so every number in a leaderboard traces back to the run behind it.
+With ``seeds`` a candidate is trained once per training seed (``seed_list``), each seed its own run folder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..core.config import read_yaml
@@ -49,10 +51,49 @@ def label_of(overrides: Mapping[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:60].strip("-.") or "variant"
 
 
+def seed_list(seeds: int | Sequence[int] | None, own_seed: int) -> list[int]:
+    """Training seeds: a count ``n`` (None: 1) is ``own_seed`` and the ``n - 1`` seeds after it, so the first seed is
+    the one a single run uses; a list is taken as given (repeats dropped, order kept)."""
+    if seeds is None or isinstance(seeds, (int, np.integer)):
+        n = 1 if seeds is None else int(seeds)
+        if n < 1:
+            raise ValueError(f"seeds must be a count >= 1 or a list of seeds, got {seeds!r}")
+        return [int(own_seed) + i for i in range(n)]
+    out = list(dict.fromkeys(int(s) for s in seeds))
+    if not out:
+        raise ValueError("seeds is an empty list")
+    return out
+
+
+def seed_suffix(seed: int, own_seed: int) -> str:
+    """Run-label suffix of a training seed: none for the candidate's own seed (a 1-seed run's folders are then the
+    first seed of a 3-seed run, and resume), ``-s<seed>`` otherwise."""
+    return "" if int(seed) == int(own_seed) else f"-s{int(seed)}"
+
+
 def iter_candidates(base: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]],
-                    shared: Mapping[str, Any] | None = None) -> Iterator[tuple[str, dict, dict, dict]]:
+                    shared: Mapping[str, Any] | None = None,
+                    seeds: int | Sequence[int] | None = None) -> Iterator[tuple[str, dict, dict, dict]]:
     """Yields ``(label, overrides, params, row)`` per candidate: ``params`` = base + shared + overrides; ``row`` holds
-    ``name`` and ``n_params``, or ``error`` for a candidate that must not be trained (over 200M, not buildable)."""
+    ``name`` and ``n_params``, or ``error`` for a candidate that must not be trained (over 200M, not buildable).
+
+    With ``seeds`` (a count or a list, ``seed_list``; counted from the candidate's own ``seed``) a trainable candidate
+    is yielded once per seed: ``params["seed"]`` and ``overrides["seed"]`` set, ``row["seed"]`` added, and ``label``
+    (the run folder's part) suffixed ``-s<seed>`` for every seed but the own one (``seed_suffix``); ``row["name"]``
+    stays the candidate's label, which is what leaderboards group the seeds by. A refused candidate is yielded once.
+    """
+    for label, over, params, row in _candidates(base, candidates, shared):
+        if seeds is None or "error" in row:
+            yield label, over, params, row
+            continue
+        own = int(params["seed"])
+        for seed in seed_list(seeds, own):
+            yield (label + seed_suffix(seed, own), {**over, "seed": seed}, {**params, "seed": seed},
+                   {**row, "seed": seed})
+
+
+def _candidates(base: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]],
+                shared: Mapping[str, Any] | None = None) -> Iterator[tuple[str, dict, dict, dict]]:
     for cand in candidates:
         label = label_of(cand)
         over = {**dict(shared or {}), **{k: v for k, v in cand.items() if k != "name"}}
@@ -76,10 +117,12 @@ def train_variant(base: Mapping[str, Any], overrides: Mapping[str, Any], progres
 
 
 def run_in_process(base: Mapping[str, Any], candidates: Sequence[Mapping[str, Any]],
-                   shared: Mapping[str, Any] | None = None, progress: bool = False) -> list[dict]:
-    """Train each candidate in this process (``fit``) into ``outputs/<base run>-<label>``: one row per candidate."""
+                   shared: Mapping[str, Any] | None = None, progress: bool = False,
+                   seeds: int | Sequence[int] | None = None) -> list[dict]:
+    """Train each candidate in this process (``fit``) into ``outputs/<base run>-<label>``: one row per candidate
+    (per candidate and seed with ``seeds``, see ``iter_candidates``)."""
     rows = []
-    for label, over, params, row in iter_candidates(base, candidates, shared):
+    for label, over, params, row in iter_candidates(base, candidates, shared, seeds):
         if "error" in row:
             rows.append(row)
             continue
@@ -92,14 +135,16 @@ def run_in_process(base: Mapping[str, Any], candidates: Sequence[Mapping[str, An
 
 
 def run_candidates(run_name: str, data_root: Any, candidates: Sequence[Mapping[str, Any]],
-                   shared: Mapping[str, Any] | None = None, progress: bool = False) -> pd.DataFrame:
+                   shared: Mapping[str, Any] | None = None, progress: bool = False,
+                   seeds: int | Sequence[int] | None = None) -> pd.DataFrame:
     """Execute ``03_train`` through papermill once per candidate (``run-<label>`` folders) and tabulate them.
 
     A candidate over the 200M-parameter rule is not trained: it appears in the table flagged, with its size.
+    With ``seeds``, once per candidate and seed (one row each, ``seed`` column; not aggregated here).
     """
     rows = []
     base = base_train_params(run_name, data_root)
-    for label, over, _, row in iter_candidates(base, candidates, shared):
+    for label, over, _, row in iter_candidates(base, candidates, shared, seeds):
         if "error" in row:
             rows.append(row)
             continue
