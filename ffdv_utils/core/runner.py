@@ -95,7 +95,8 @@ def kernel_config() -> Any:
     the kernel process: once per notebook, and no filter in this process can see it). jupyter_client can give the
     kernel a key pair itself (``KernelManager.transport_encryption``; "auto": when the kernelspec declares
     ``curve``, as ipykernel's does), so the condition the warning describes does not arise. Without libzmq's
-    CURVE support nothing changes, and the warning, harmless here, may appear (docs/structure.md, "The runner").
+    CURVE support nothing changes, and the warning, harmless here, may appear (why: docs/structure.md,
+    "Progress output and the kernel warning").
     """
     from traitlets.config import Config
 
