@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..core.device import amp_dtype, configure_backends, resolve_device
+from ..core.progress import progress_bar
 from ..core.schema import TRAIN_DEFAULTS
 from ..features.batches import (
     IMAGENET_MEAN,
@@ -124,8 +125,6 @@ def _time_interleaved(runs: Mapping[str, tuple[Iterator, Callable[[Any], None]]]
     """Times several (batches, step) pairs in turns of ``block`` steps, so that a machine whose load changes
     (shared cores) slows them alike. Per run: median seconds per step and the share of time spent waiting for data.
     """
-    from tqdm.auto import tqdm
-
     for batches, step in runs.values():
         for _ in range(warmup):
             step(next(batches))
@@ -133,7 +132,7 @@ def _time_interleaved(runs: Mapping[str, tuple[Iterator, Callable[[Any], None]]]
     per_step: dict[str, list[float]] = {name: [] for name in runs}
     wait = dict.fromkeys(runs, 0.0)
     rounds = max(1, steps // block)
-    for _ in tqdm(range(rounds), desc="bench train", unit="round", disable=not progress, leave=False):
+    for _ in progress_bar(range(rounds), desc="bench train", unit="round", disable=not progress, leave=False):
         for name, (batches, step) in runs.items():
             t0 = time.perf_counter()
             for _ in range(block):

@@ -198,12 +198,13 @@ def _extraction_cmd(args: argparse.Namespace) -> int:
                             ("--clips-dir", args.clips_dir)):
             if value is not None:
                 argv += [flag, str(value)]
-        argv += ["--no-faces"] * args.no_faces + ["--quiet"] * args.quiet
+        argv += ["--no-faces"] * args.no_faces + ["--quiet"] * args.quiet + ["--short"] * args.short
         return subprocess.call([sys.executable, "-m", "ffdv_utils", "bench", *argv])
     from ..bench.extraction import bench_extraction
 
     result = bench_extraction(args.videos, args.workers, args.limit, make_n=args.make_clips,
-                              clips_dir=args.clips_dir, faces=not args.no_faces, progress=not args.quiet)
+                              clips_dir=args.clips_dir, faces=not args.no_faces, progress=not args.quiet,
+                              short=args.short)
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -215,6 +216,8 @@ def _add_extraction(bench_sub: Any, help_: str) -> None:
     p.add_argument("--limit", type=int, default=None, help="use at most N clips")
     p.add_argument("--make-clips", type=int, default=8, metavar="N", help="clips to generate without --videos")
     p.add_argument("--clips-dir", default=None, help="keep generated clips here and reuse them next time")
+    p.add_argument("--short", action="store_true",
+                   help="generate short clips (3-6 s, 320x240 to 640x480, 16-48 kHz) instead of 5-10 s ones")
     p.add_argument("--no-faces", action="store_true", help="skip the face-crop timing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_extraction_cmd)

@@ -7,10 +7,12 @@ A key that no notebook declares is an error (a typo must not be silently ignored
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .config import load_params, read_yaml
 from .errors import ConfigError
@@ -24,6 +26,8 @@ from .paths import (
     project_root,
     run_dir,
 )
+from .progress import ENV_VAR as PROGRESS_ENV
+from .progress import progress_mode
 
 KERNEL = "python3"
 
@@ -84,6 +88,44 @@ def resolve_notebook_params(names: Iterable[str], files: Sequence[str | Path] = 
     return out
 
 
+def kernel_config() -> Any:
+    """Configuration for the kernel manager papermill creates: CurveZMQ transport encryption when available.
+
+    A kernel on TCP without keys logs "Kernel is running over TCP without encryption" (ipykernel, at start-up, in
+    the kernel process: once per notebook, and no filter in this process can see it). jupyter_client can give the
+    kernel a key pair itself (``KernelManager.transport_encryption``; "auto": when the kernelspec declares
+    ``curve``, as ipykernel's does), so the condition the warning describes does not arise. Without libzmq's
+    CURVE support nothing changes, and the warning, harmless here, may appear (why: docs/structure.md,
+    "Progress output and the kernel warning").
+    """
+    from traitlets.config import Config
+
+    try:
+        import zmq
+
+        curve = bool(zmq.has("curve"))
+    except Exception:  # pyzmq is papermill's dependency; an odd build without it: keep the defaults
+        curve = False
+    return Config({"KernelManager": {"transport_encryption": "auto"}}) if curve else Config()
+
+
+@contextmanager
+def _kernel_progress_lines() -> Iterator[None]:
+    """Kernels started inside this block print progress as a few lines (core.progress), unless the user chose.
+
+    papermill's kernels inherit this process's environment; their output is captured into the executed notebook
+    (and with ``log_output`` into the log), where a redrawn bar leaves one line per update.
+    """
+    if PROGRESS_ENV in os.environ:
+        yield
+        return
+    os.environ[PROGRESS_ENV] = "log"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_ENV, None)
+
+
 def run_pipeline(run: str, data_root: str | Path | None = None, files: Sequence[str | Path] = (),
                  overrides: Mapping[str, Any] | None = None, only: str | Sequence[str] | None = None,
                  progress: bool = True, log_output: bool = False) -> Path:
@@ -109,13 +151,30 @@ def run_pipeline(run: str, data_root: str | Path | None = None, files: Sequence[
         print(f"[{run}] {name} ...", flush=True)
         out_nb = executed / f"{name}.ipynb"
         try:
-            pm.execute_notebook(str(notebook_path(name)), str(out_nb), parameters=per_nb[name], kernel_name=KERNEL,
-                                progress_bar=progress, log_output=log_output, cwd=str(project_root()))
+            execute_notebook(notebook_path(name), out_nb, per_nb[name], progress=progress, log_output=log_output)
         except pm.PapermillExecutionError as exc:
             raise PipelineError(f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                                f"the executed notebook with the full traceback is {out_nb}") from None
         print(f"[{run}] {name} done in {time.time() - t0:.0f} s", flush=True)
     return folder
+
+
+def execute_notebook(src: str | Path, dst: str | Path, parameters: Mapping[str, Any] | None = None,
+                     progress: bool = True, log_output: bool = False, cwd: str | Path | None = None) -> None:
+    """Executes one notebook with papermill, as the runner does for each: in the project root, with the
+    :func:`kernel_config` kernel manager settings, papermill's own bar only on a terminal and the kernel's
+    progress bars as a few lines (``FFDV_PROGRESS=log``, unless already set).
+
+    Raises:
+        papermill.PapermillExecutionError: A cell failed (the executed copy with the traceback is ``dst``).
+    """
+    import papermill as pm
+
+    bar = progress and progress_mode() == "bar"  # papermill's bar: one update per cell
+    with _kernel_progress_lines():
+        pm.execute_notebook(str(src), str(dst), parameters=dict(parameters or {}), kernel_name=KERNEL,
+                            progress_bar=bar, log_output=log_output, cwd=str(cwd or project_root()),
+                            config=kernel_config())
 
 
 def summary(folder: Path) -> None:

@@ -12,6 +12,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..core.files import atomic_path, file_stamp
+from ..core.progress import progress_bar
 from ..media.decode import MediaError, load_audio, probe_video
 
 
@@ -23,7 +24,6 @@ def media_index(clips: pd.DataFrame, cache: Path | None = None, workers: int | N
     it parses containers). The cache is a CSV keyed by path, file size and modification time, so a changed
     file is probed again; it is rewritten atomically.
     """
-    from tqdm.auto import tqdm
 
 
     cached = pd.DataFrame()
@@ -43,7 +43,8 @@ def media_index(clips: pd.DataFrame, cache: Path | None = None, workers: int | N
         workers = workers or min(8, (os.cpu_count() or 1) * 2)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = pool.map(lambda i: probe_video(clips.path.iloc[i]), todo)
-            for i, info in tqdm(zip(todo, results), total=len(todo), desc="probe", unit="clip", disable=not progress):
+            bar = progress_bar(zip(todo, results), total=len(todo), desc="probe", unit="clip", disable=not progress)
+            for i, info in bar:
                 info = dict(info)
                 info["path"], info["stamp"] = clips.path.iloc[i], stamps[i]
                 rows[i] = info

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.files import atomic_path, atomic_write
+from ..core.progress import progress_bar
 from .mel import fallback_shape
 from .params import face_params
 
@@ -141,11 +142,9 @@ class MelStore(_Store):
         key = hashlib.sha1(json.dumps(payload).encode("utf-8")).hexdigest()[:12]
         path = self.root / "packed" / f"packed-{key}.npy"
         if not path.is_file():
-            from tqdm.auto import tqdm
-
             with atomic_path(path, ".tmp.npy") as tmp:
                 arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), height, width))
-                for i, name in enumerate(tqdm(names, desc="pack mels", unit="clip", disable=not progress)):
+                for i, name in enumerate(progress_bar(names, desc="pack mels", unit="clip", disable=not progress)):
                     img = self.get(name)
                     if img.shape != (height, width):
                         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)

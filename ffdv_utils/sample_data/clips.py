@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_path
+from ..core.progress import progress_bar
 from .mp4 import write_mp4
 
 
@@ -101,18 +102,27 @@ def _frames(n: int, width: int, height: int, face: bool, rng: np.random.Generato
 BENCH_SHAPES = [(568, 320, 5.0), (640, 360, 6.0), (854, 480, 8.0), (1280, 720, 10.0), (1920, 1080, 10.0),
                 (640, 360, 10.0), (854, 480, 5.0), (1280, 720, 7.0)]
 
+# (width, height, seconds, sample rate, channels): short clips, 3 to 6 s, 320x240 to 640x480, AAC at 16 to 48 kHz,
+# mono and stereo (the held-out clips of issue 16, where a fixed cost per clip shows most).
+SHORT_SHAPES = [(320, 240, 3.0, 16000, 1), (480, 360, 4.5, 22050, 2), (640, 360, 3.5, 44100, 2),
+                (640, 480, 5.5, 48000, 1), (320, 240, 6.0, 44100, 2), (480, 360, 3.2, 48000, 2),
+                (640, 360, 5.0, 16000, 2), (640, 480, 4.0, 22050, 1)]
 
-def make_clips(folder: str | os.PathLike, n: int, progress: bool = True) -> list[Path]:
-    """Writes ``n`` H.264 + AAC benchmark clips (shapes cycle through BENCH_SHAPES); existing ones are reused."""
-    from tqdm.auto import tqdm
 
+def make_clips(folder: str | os.PathLike, n: int, progress: bool = True,
+               shapes: list[tuple] | None = None) -> list[Path]:
+    """Writes ``n`` H.264 + AAC benchmark clips (shapes cycle through ``shapes``, default BENCH_SHAPES); existing
+    ones are reused. A shape is (width, height, seconds) or (width, height, seconds, sample_rate, channels)."""
     folder = Path(folder)
+    shapes = shapes or BENCH_SHAPES
     out = []
-    for i in tqdm(range(n), desc="make clips", unit="clip", disable=not progress):
-        w, h, s = BENCH_SHAPES[i % len(BENCH_SHAPES)]
-        path = folder / f"bench_{i:03d}_{h}p_{s:g}s.mp4"
+    for i in progress_bar(range(n), desc="make clips", unit="clip", disable=not progress):
+        w, h, s, *audio = shapes[i % len(shapes)]
+        sr, ch = audio if audio else (44100, 2)
+        name = f"bench_{i:03d}_{h}p_{s:g}s.mp4" if not audio else f"short_{i:03d}_{w}x{h}_{s:g}s_{sr}hz_{ch}ch.mp4"
+        path = folder / name
         if not path.is_file():
             with atomic_path(path, ".tmp.mp4") as tmp:
-                make_clip(tmp, seconds=s, width=w, height=h, seed=i)
+                make_clip(tmp, seconds=s, width=w, height=h, seed=i, sample_rate=sr, channels=ch)
         out.append(path)
     return out

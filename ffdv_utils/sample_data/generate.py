@@ -30,8 +30,8 @@ import av
 import cv2
 import numpy as np
 from scipy import ndimage, signal
-from tqdm import tqdm
 
+from ..core.progress import progress_bar
 from .mp4 import write_mp4
 
 KINDS = ("real", "audio", "visual", "av_mismatch")
@@ -823,7 +823,7 @@ def make_sample_dataset(out: Path, n: int = 100, seed: int = 0, progress: bool =
         out: Output folder; ``data/`` and ``answers/`` are created in it. Old mp4s of the split folders are removed.
         n: Number of clips (at least 12); about 60/20/20 train/val/test and half of each split fake.
         seed: Seed; the same seed gives the same names, labels, frames and audio samples.
-        progress: Show a tqdm bar.
+        progress: Show a progress bar (core.progress).
         workers: Processes (default: usable cores, at most n).
 
     Returns:
@@ -848,7 +848,7 @@ def make_sample_dataset(out: Path, n: int = 100, seed: int = 0, progress: bool =
     workers = max(1, min(int(workers), n))
     jobs = [(c, seed, str(data_root)) for c in plan]
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=n, desc="sample clips", unit="clip", disable=not progress)
+    bar = progress_bar(total=n, desc="sample clips", unit="clip", disable=not progress)
     if workers == 1:
         _init_worker()
         for job in jobs:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..core.progress import progress_bar
 from ..features.batches import prepare_batch
 from .runtime import gather_predictions
 
@@ -23,12 +24,10 @@ def predict_loader(model: nn.Module, loader: DataLoader, device: torch.device, a
                    desc: str = "predict") -> tuple[np.ndarray, np.ndarray]:
     """Fake probabilities for every item of ``loader`` -> (indices, scores). ``tta`` > 1 averages in probability
     space over the plain input and its time-reversed / flipped variants."""
-    from tqdm.auto import tqdm
-
     model.eval()
     idx_all, score_all = [], []
     ctx = torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
-    for batch in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+    for batch in progress_bar(loader, desc=desc, unit="batch", disable=not progress, leave=False):
         b = prepare_batch(batch, device, channels_last)
         probs = []
         for k in range(max(1, int(tta))):

@@ -38,6 +38,7 @@ from ..core.device import amp_dtype, configure_backends, resolve_device
 from ..core.errors import ConfigError
 from ..core.files import atomic_path, read_json, write_json
 from ..core.paths import run_dir
+from ..core.progress import progress_bar
 from ..core.runs import Run
 from ..core.schema import TRAIN_DEFAULTS, TRAINING, with_defaults
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
@@ -160,8 +161,6 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     Datasets are built from the feature cache when not given (``clip_datasets``); under DDP rank 0
     builds (extracts) them first while the other ranks wait, then they read the finished cache.
     """
-    from tqdm.auto import tqdm
-
     p = resolve_model_params(with_defaults(params, TRAIN_DEFAULTS))  # input_norm concrete: saved in checkpoints
     weights = pretrained_record(p)  # the ImageNet weights' file and sha256, into checkpoints and metrics.json
     device = resolve_device(p["device"])
@@ -237,7 +236,7 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
         train_model.train()
         t0, clock = time.perf_counter(), {"wait": 0.0}
         loss_sum, steps, seen = torch.zeros((), device=device), 0, 0
-        bar = tqdm(timed(train_loader, clock), total=len(train_loader), desc=f"epoch {epoch + 1}/{p['epochs']}",
+        bar = progress_bar(timed(train_loader, clock), total=len(train_loader), desc=f"epoch {epoch + 1}/{p['epochs']}",
                    unit="batch", disable=not progress, leave=False)
         for batch in bar:
             loss, n = train_step(train_model, batch, opt, scaler, p, device, amp, channels_last, mix_gen,
