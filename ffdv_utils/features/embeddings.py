@@ -31,6 +31,7 @@ from torch import nn
 from ..core.config import params_hash
 from ..core.files import atomic_write
 from ..core.paths import cache_dir
+from ..core.progress import progress_bar
 from .batches import ClipDataset, prepare_batch
 from .cache import _entry_file
 from .clips import cache_folder
@@ -101,9 +102,7 @@ def embed_dataset(ds: ClipDataset, kind: str, backbone: nn.Module, folder: Path,
         was_training = backbone.training
         backbone.eval()
         step = batch_size if kind == "mel" else max(1, batch_size // 4)
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(todo), desc=f"embed {kind}", unit="clip", disable=not progress) as bar:
+        with progress_bar(total=len(todo), desc=f"embed {kind}", unit="clip", disable=not progress) as bar:
             for start in range(0, len(todo), step):
                 rows = todo[start:start + step]
                 out = _compute(backbone, _raw_batch(ds, kind, rows), kind, device)
