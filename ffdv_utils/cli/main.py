@@ -388,7 +388,7 @@ def add_sample_data_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description="Write synthetic talking-face clips (real and fake) in the FFDV layout: "
                                           "DIR/data is the data root, DIR/answers holds the test labels.")
     p.add_argument("--out", required=True, type=Path, help="output folder (gets data/ and answers/)")
-    p.add_argument("--n", type=int, default=100, help="number of clips (default 100, at least 12)")
+    p.add_argument("--n", type=int, default=100, help="number of clips (default 100, at least 18)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
