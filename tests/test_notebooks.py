@@ -57,7 +57,7 @@ def test_unknown_parameter_is_refused():
         resolve_notebook_params(["03_train"], overrides={"lrr": 0.1})
 
 
-@pytest.mark.notebooks
+@pytest.mark.slow
 def test_pipeline_end_to_end_on_unseen_data(sample, session_outputs):
     """The Done-when of the skeleton: the runner on an FFDV folder writes a prediction per template row."""
     folder = run_pipeline("e2e", sample["data_root"], overrides={**TINY, "test_template": "test_template.csv",
@@ -90,7 +90,7 @@ def test_pipeline_end_to_end_on_unseen_data(sample, session_outputs):
     assert (folder / "figures" / "shortcut_audit.png").is_file()
 
 
-@pytest.mark.notebooks
+@pytest.mark.slow
 def test_train_notebook_alone_with_papermill_cli(sample, session_outputs, tmp_path):
     """`papermill notebooks/03_train.ipynb out.ipynb -f params/03_train.yaml` works outside the runner."""
     over = tmp_path / "tiny.yaml"
