@@ -228,7 +228,7 @@ def test_same_seed_same_metrics(tmp_path, one_thread):
 
 
 _SCRIPT = """
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
@@ -246,7 +246,7 @@ if cfg.pop("stop_after_first_checkpoint"):
     def save_then_wait(obj, path):  # the event the test waits for: last.pt of the first epoch is on disk
         save(obj, path)
         if path.name == "last.pt":
-            print("CHECKPOINT", obj["epoch"], flush=True)
+            os.write(1, f"\\nCHECKPOINT {{obj['epoch']}}\\n".encode())  # one write, on a line of its own
             time.sleep(3600)  # until the test kills this process
 
     loop.save_checkpoint = save_then_wait
@@ -281,9 +281,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, one_thread):
         seen = []  # wait for the event (the first last.pt written), not for a time: a busy machine only delays it
         for line in killed.stdout:
             seen.append(line)
-            if line.startswith("CHECKPOINT"):
+            if line.startswith("CHECKPOINT "):
                 break
-        assert seen and seen[-1].startswith("CHECKPOINT"), "".join(seen)
+        assert seen and seen[-1].startswith("CHECKPOINT "), "".join(seen)
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait(10)
         done = torch.load(last, map_location="cpu", weights_only=False)["epoch"]  # 0-based, completed
