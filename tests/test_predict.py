@@ -194,11 +194,10 @@ def api_run(session_outputs) -> str:
 
 
 def test_predict_runs_rank_ensemble_and_all_fallback_rows(api_run, sub_root):
-    tiny_run = api_run
     clips = pd.DataFrame({"video_name": sub_root["real"] + ["missing.mp4"],
                           "path": sub_root["paths"] + [str(sub_root["root"] / "missing.mp4")]})
-    single, _ = predict_runs([tiny_run], clips, progress=False)
-    both, record = predict_runs([tiny_run, tiny_run], clips, method="rank", progress=False,
+    single, _ = predict_runs([api_run], clips, progress=False)
+    both, record = predict_runs([api_run, api_run], clips, method="rank", progress=False,
                                         fallback_score=0.25)
     assert len(record) == 2 and record[0]["checkpoint_sha256"] == record[1]["checkpoint_sha256"]
     ranks = single.score[:3].rank().to_numpy()
@@ -207,20 +206,19 @@ def test_predict_runs_rank_ensemble_and_all_fallback_rows(api_run, sub_root):
     assert both.score.iloc[3] == 0.25 and both.status.iloc[3] == "fallback: file not found"
     assert single.score.iloc[3] == FALLBACK_SCORE
     with pytest.raises(ConfigError, match="mean or rank"):
-        predict_runs([tiny_run], clips, method="vote", progress=False)
+        predict_runs([api_run], clips, method="vote", progress=False)
 
 
 def test_same_name_in_another_folder_is_not_read_from_the_cache(api_run, sample, tmp_path):
-    tiny_run = api_run
     clips = sorted((sample["data_root"] / "valset").glob("*.mp4"))
     a, b = clips[0], clips[1]
-    score_a = score_video(a, tiny_run)
-    score_b = score_video(b, tiny_run)
+    score_a = score_video(a, api_run)
+    score_b = score_video(b, api_run)
     assert abs(score_a - score_b) > 1e-5, "precondition: two different clips score differently"
     impostor = tmp_path / a.name  # b's content under a's name, in another folder
     shutil.copyfile(b, impostor)
-    assert score_video(impostor, tiny_run) == pytest.approx(score_b, abs=1e-6)
-    assert score_video(a, tiny_run) == pytest.approx(score_a, abs=1e-6)  # and back again
+    assert score_video(impostor, api_run) == pytest.approx(score_b, abs=1e-6)
+    assert score_video(a, api_run) == pytest.approx(score_a, abs=1e-6)  # and back again
 
 
 def _one(path) -> pd.DataFrame:
