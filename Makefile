@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine (see README):
 #   make demo   create .venv, install, generate the sample dataset, run all six notebooks on it
 #   (make demo-full: the same with the full model comparison in 04/05)
-#   make test   create .venv, install, run the test suite
+#   make test   create .venv, install, run the whole test suite (what CI runs)
+#   make test-fast   the same without the tests marked slow (training, notebooks)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,7 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not notebooks"
+	$(PY) -m pytest -q -m "not slow"
 
 notebooks: $(STAMP)
 	$(PY) tools/build_notebooks.py

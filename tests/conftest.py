@@ -52,3 +52,25 @@ def sample(tmp_path_factory: pytest.TempPathFactory, session_outputs: Path) -> d
     out = tmp_path_factory.mktemp("sample")
     info = make_sample_dataset(out, n=24, seed=7, progress=False)
     return {"out": out, "data_root": Path(info["data_root"]), "answers": Path(info["answers_dir"])}
+
+
+def untrained_run(name: str, seed: int = 0, **over) -> str:
+    """A run folder holding an untrained checkpoint in the layout ``fit`` writes (``checkpoints/best.pt`` with the
+    parameters, ``params.yaml``): for tests of the prediction plumbing, which need a model, not a trained one."""
+    import torch
+
+    from ffdv_utils.core.config import save_params
+    from ffdv_utils.core.paths import run_dir
+    from ffdv_utils.models.registry import build_model
+    from ffdv_utils.training.loop import TRAIN_DEFAULTS
+
+    params = {**TRAIN_DEFAULTS, "run_name": name, "model": "test_resnet", "image_size": 64, "face_frames": 2,
+              "face_size": 32, "feature_workers": 1, **over}
+    torch.manual_seed(seed)
+    model = build_model(params)
+    folder = run_dir(name)
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "params": params, "epoch": 1, "metrics": {"auc": 0.5}},
+               folder / "checkpoints" / "best.pt")
+    save_params(folder / "params.yaml", params)
+    return name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from ffdv_utils.features.mel import (
     mel_power,
 )
 from ffdv_utils.features.params import face_params, mel_params
+from ffdv_utils.media.decode import load_audio
 from ffdv_utils.sample_data.clips import make_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,8 +97,6 @@ def test_mel_power_matches_librosa() -> None:
 
 
 def test_seed_preset_reproduces_public_baseline(media: dict[str, Path], tmp_path: Path) -> None:
-    from ffdv_utils.media.decode import load_audio
-
     mp = mel_params({"mel_preset": "seed"})
     for name in ("c1.mp4", "c3.mp4"):
         base = baseline_mel_image(media[name], tmp_path)
@@ -184,48 +184,126 @@ def test_packed_is_memory_mapped_and_reused(media: dict[str, Path], tmp_path: Pa
     assert store.packed(names[:2], 32, 48).shape == (2, 32, 48)
 
 
+def test_packed_is_rebuilt_when_an_entry_changes(media: dict[str, Path], tmp_path: Path) -> None:
+    """A name that now points at another file is recomputed, and the packed stack holding it is built again (a new
+    file), never read back from the old one."""
+    import cv2
+
+    clip = tmp_path / "v" / "a.mp4"
+    clip.parent.mkdir()
+    shutil.copyfile(media["c0.mp4"], clip)
+    clips = pd.DataFrame({"video_name": ["a.mp4", "c1.mp4"], "path": [str(clip), str(media["c1.mp4"])]})
+    store = extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False)
+    old = np.array(store.packed(["a.mp4", "c1.mp4"], 32, 48))
+    shutil.copyfile(media["c3.mp4"], clip)  # another clip under the same name
+    again = extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False)
+    assert again.stats["computed"] == 1 and again.stats["cached"] == 1
+    new = again.packed(["a.mp4", "c1.mp4"], 32, 48)
+    assert len(list((again.root / "packed").glob("packed-*.npy"))) == 2
+    np.testing.assert_array_equal(new[0], cv2.resize(again.get("a.mp4"), (48, 32), interpolation=cv2.INTER_LINEAR))
+    assert not np.array_equal(new[0], old[0])  # the new clip's image, not the stale row
+    np.testing.assert_array_equal(new[1], old[1])
+
+
 def test_kill_9_midway_then_resume(tmp_path: Path) -> None:
+    """SIGKILL a 2-worker extraction while both workers are in the middle of writing an entry; the restart keeps the
+    finished entries, never reads the torn ones, and loads every entry whole. The kill waits for events (six
+    entries done, both workers blocked mid-write), not for a time, so a busy machine only makes it later."""
     vids = tmp_path / "v"
     names = [f"k{i:02d}.mp4" for i in range(24)]
     for i, n in enumerate(names):
         make_clip(vids / n, seconds=0.5, width=64, height=48, seed=i)
     script = textwrap.dedent(f"""
-        import sys, time
+        import os, sys, time
+        from pathlib import Path
         import pandas as pd
         sys.path.insert(0, {str(ROOT)!r})
         import ffdv_utils.features.extract as F
-        slow = F._mel_task
-        def _slowed(path):  # stretch each clip so the parent can be killed halfway through
-            time.sleep(0.15)
-            return slow(path)
-        F._mel_task = _slowed
+        real = F._mel_task
+        def gated(path):  # clips k00-k05 finish; from k06 on a worker starts writing the entry, then stops there
+            row, write = real(path)
+            if int(Path(path).stem[1:]) < 6:
+                return row, write
+            def torn(f):
+                f.write(b"\\x93NUMPY torn")
+                f.flush()
+                os.write(1, f"BLOCKED {{Path(path).name}}\\n".encode())  # one write: lines never interleave
+                time.sleep(3600)  # until the test kills the process group
+            return row, torn
+        F._mel_task = gated
         names = {names!r}
         clips = pd.DataFrame({{"video_name": names, "path": [{str(vids)!r} + "/" + n for n in names]}})
-        # fork, so the workers see the slowed task (forkserver workers import the module afresh)
-        F.extract_mels(clips, {{}}, {str(tmp_path / "cache")!r}, workers=2, progress=False, start_method="fork")
+        # fork, so the workers see the gated task (forkserver workers import the module afresh); chunks of one
+        # clip, so no worker holds a finished clip back while it waits
+        F.extract_mels(clips, {{}}, {str(tmp_path / "cache")!r}, workers=2, progress=False, start_method="fork",
+                       chunksize=1)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE,
+                            text=True)
     root = tmp_path / "cache" / f"mel-{params_hash(mel_params({}))}"
-    deadline = time.time() + 40
-    done = 0
-    while time.time() < deadline and proc.poll() is None:
-        done = len(list(root.glob("entries/*/*.npy"))) if root.exists() else 0
-        if done >= 6:
-            break
+    try:
+        blocked = []
+        for line in proc.stdout:  # each worker takes clips in order and finishes one before it takes the next
+            if line.startswith("BLOCKED"):
+                blocked.append(line.split()[1])
+                if len(blocked) == 2:
+                    break
+        assert sorted(blocked) == ["k06.mp4", "k07.mp4"], blocked
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the parent and its pool workers, like a crashed session
+        proc.wait()
+    entries = sorted(p.name for p in root.glob("entries/*/*.npy"))
+    assert entries == [f"k{i:02d}.mp4.npy" for i in range(6)]  # exactly the clips finished before the kill
+    torn = list(root.glob("entries/*/.*.tmp"))
+    assert len(torn) == 2  # the two writes the kill interrupted, under temporary names only
+    # a restart comes after the crashed workers are gone: wait for that (their pids are in the temporary names)
+    pids = {int(p.name.rsplit(".", 2)[-2]) for p in torn}
+    deadline = time.monotonic() + 120
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"killed workers {pids} still exist after 120 s"
         time.sleep(0.02)
-    assert proc.poll() is None, "extraction finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its pool workers, like a crashed session
-    proc.wait()
-    done = len(list(root.glob("entries/*/*.npy")))
-    assert 6 <= done < len(names)
     clips = pd.DataFrame({"video_name": names, "path": [str(vids / n) for n in names]})
     store = extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False)
-    assert store.stats["cached"] >= done and store.stats["computed"] == len(names) - store.stats["cached"]
+    assert store.stats["cached"] == 6 and store.stats["computed"] == len(names) - 6
     assert (store.table["status"] == "ok").all() and len(store) == len(names)
     for n in names:
         img = np.load(store.path(n))  # every entry is whole
         assert img.shape == (128, 32) and img.any()
-    assert not list(root.glob("entries/*/.*.tmp"))
+    assert not list(root.glob("entries/*/.*.tmp"))  # the killed writers' leftovers are removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_failed_clips_are_skipped_on_a_rerun_unless_retry_errors(media: dict[str, Path], tmp_path: Path) -> None:
+    """A clip that failed is not decoded again by a rerun (it is reported from the manifest) until retry_errors."""
+    data = media["c1.mp4"].read_bytes()
+    clip = tmp_path / "v" / "flaky.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(bytes(len(data)))  # unreadable, the size of the real clip
+    stamp = clip.stat().st_mtime_ns
+    clips = pd.DataFrame({"video_name": ["flaky.mp4", "c0.mp4"], "path": [str(clip), str(media["c0.mp4"])]})
+    first = extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False)
+    assert first.status("flaky.mp4") == "error" and first.stats["computed"] == 2
+    # the same size and time stamp, now readable: only retry_errors makes the cache look at it again
+    clip.write_bytes(data)
+    os.utime(clip, ns=(stamp, stamp))
+    errors = tmp_path / "errors.csv"
+    again = extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False, errors_csv=errors)
+    assert again.stats["computed"] == 0 and again.stats["cached"] == 2 and again.status("flaky.mp4") == "error"
+    err = pd.read_csv(errors)
+    assert err[["clip", "stage"]].values.tolist() == [["flaky.mp4", "cached"]] and err.message[0]
+    retried = extract_mels(clips, {}, tmp_path / "cache", workers=1, progress=False, retry_errors=True)
+    assert retried.stats["computed"] == 1 and retried.stats["cached"] == 1
+    assert retried.status("flaky.mp4") == "ok" and retried.has_audio("flaky.mp4")
+    mp = mel_params({})
+    np.testing.assert_array_equal(retried.get("flaky.mp4"), mel_image(load_audio(clip, mp["sr"], mp["max_seconds"]), mp))
 
 
 # ----------------------------------------------------------------------------------------------------- faces
@@ -280,10 +358,21 @@ def test_bench_extraction_small(media: dict[str, Path], tmp_path: Path) -> None:
                               min_face_tasks=3)
     assert result["clips"] == 3 and result["baseline_errors"] == 1  # the baseline cannot handle a silent video
     assert result["mel_tasks"] == 6 and result["face_tasks"] == 3
-    for key in ("baseline_clips_per_s", "default_1w_clips_per_s", "default_par_clips_per_s",
-                "faces_clips_per_s_per_core", "peak_rss_total_mib"):
-        assert result[key] > 0, key
-    assert result["mel_errors"] == 0 and result["faces_found_fraction"] > 0.5
+    assert result["mel_errors"] == 0 and result["faces_errors"] == 0 and result["faces_mtcnn_errors"] == 0
+    assert result["faces_found_fraction"] > 0.5 and result["workers"] == 2
+    assert result["audio_seconds"] == pytest.approx(1.0 + 1.5, abs=0.1)  # c0 and c2 (1 s, 1.5 s); noaudio has none
+    # the figures are what was measured: the ratios, projections and printed lines follow from the rates
+    base, one, par = (result[k] for k in ("baseline_clips_per_s", "default_1w_clips_per_s", "default_par_clips_per_s"))
+    assert min(base, one, par, result["faces_clips_per_s_per_core"]) > 0
+    assert result["ratio_1w"] == pytest.approx(one / base, rel=0.01, abs=0.01)
+    assert result["ratio_par"] == pytest.approx(par / base, rel=0.01, abs=0.01)
+    assert result["projection_250k"]["baseline_1_process_h"] == pytest.approx(250_000 / base / 3600, rel=0.01,
+                                                                              abs=0.01)
+    assert result["projection_250k"]["mels_4_cores_h"] == pytest.approx(250_000 / (4 * one) / 3600, rel=0.01,
+                                                                        abs=0.01)
+    assert result["peak_rss_total_mib"] == pytest.approx(result["peak_rss_self_mib"] + result["peak_rss_children_mib"],
+                                                         abs=0.2)
+    assert f"(b) workspace default preset, 1 worker: {one:.2f} clips/s" in "\n".join(lines)
     assert any(line.startswith("(a) baseline") for line in lines) and "projection_250k" in result
     assert set(result["targets"]) == {"audio_1_worker", "audio_default_workers", "faces_per_core", "peak_rss",
                                       "faces_mtcnn_per_core", "audio_floor_distance", "faces_mtcnn_rss"}

@@ -12,11 +12,13 @@ import zipfile
 from pathlib import Path
 
 import nbformat
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from ffdv_utils.cli.main import main
-from ffdv_utils.core.config import save_params
+from ffdv_utils.core.config import read_yaml, save_params
 from ffdv_utils.core.paths import notebooks_dir, project_root, run_dir
 from ffdv_utils.inference.kaggle import (
     check_dataset_metadata,
@@ -411,3 +413,124 @@ def test_pretrained_local_weights_file(tmp_path, monkeypatch):
     model = build_model({"model_type": "audio", "model": "test_resnet",
                          "pretrained": "/kaggle/input/timm-test-resnet/test_resnet.safetensors"})
     assert torch.equal(model.backbone.state_dict()[key], state[key])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the owner, the pretrained rule in a kernel, and the staged kernel itself, executed offline
+
+
+@pytest.mark.parametrize("source, owner", [("KAGGLE_USERNAME", "envowner"), ("kaggle.json", "json-owner"),
+                                           ("--owner", "givenowner")])
+def test_stage_takes_the_owner_from_the_option_the_environment_or_kaggle_json(fake_run, tmp_path, monkeypatch,
+                                                                              source, owner):
+    """--owner, else KAGGLE_USERNAME, else kaggle.json's username (KAGGLE_CONFIG_DIR or ~/.kaggle) fills <username>."""
+    for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
+        monkeypatch.delenv(k, raising=False)
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(cfg))
+    (cfg / "kaggle.json").write_text(json.dumps({"username": "json-owner", "key": "not-a-real-key"}))
+    if source != "kaggle.json":
+        monkeypatch.setenv("KAGGLE_USERNAME", "envowner")  # --owner wins over it
+    monkeypatch.setattr("ffdv_utils.inference.kaggle.build_wheel", lambda dest: _fake_wheel(Path(dest)))
+    res = stage(tmp_path / "out", fake_run, owner="givenowner" if source == "--owner" else None, weights=False,
+                distributions=[])
+    assert res["kernel_id"] == f"{owner}/ffdv-submission" and res["dataset_id"] == f"{owner}/ffdv-utils"
+    meta = json.loads((tmp_path / "out" / "kernel-metadata.json").read_text())
+    assert meta["id"] == res["kernel_id"] and meta["dataset_sources"][0] == f"{owner}/ffdv-utils"
+    assert not [s for s in meta["dataset_sources"] if "<username>" in s]
+    dataset = json.loads((tmp_path / "out" / "dataset" / "dataset-metadata.json").read_text())
+    assert dataset["id"] == f"{owner}/ffdv-utils" and not any("placeholder" in p for p in res["problems"])
+
+
+def test_pretrained_true_is_refused_inside_a_kernel(monkeypatch):
+    """`pretrained: true` means a timm download, which an offline kernel cannot do: refused before any connection."""
+    import socket
+
+    from ffdv_utils.models.backbones import resolve_pretrained
+    from ffdv_utils.models.registry import build_model
+    from ffdv_utils.models.rules import ModelRuleError
+
+    def refuse(*a, **k):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.delenv("FFDV_ALLOW_DOWNLOAD", raising=False)
+    assert resolve_pretrained(True) == (True, None)  # outside a kernel: timm's weights (not fetched here)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    for model_type in ("audio", "visual", "fusion"):
+        with pytest.raises(ModelRuleError, match="Kaggle kernel with internet off.*package:efficientnet_lite0"):
+            build_model({"model_type": model_type, "model": "test_resnet", "pretrained": True})
+    build_model({"model_type": "audio", "model": "test_resnet", "pretrained": False})  # random init is fine there
+
+
+@pytest.mark.slow
+def test_staged_kernel_runs_offline_end_to_end(staged, fake_run, sample, tmp_path, monkeypatch):
+    """The staged notebook executed as the kernel would run it: its install cell installs the staged wheels with
+    --no-index --no-deps (into a fresh folder instead of the image's site-packages), every socket connection is
+    refused, the data root and the checkpoint are found under the input mount by name, and the last cell copies
+    prediction.csv to the working folder."""
+    import shutil
+
+    import papermill as pm
+
+    from ffdv_utils.inference.score import score_videos
+
+    meta = json.loads((staged / "kernel-metadata.json").read_text())
+    nb = nbformat.read(str(staged / meta["code_file"]), as_version=4)
+    kaggle = tmp_path / "kaggle"
+    inp, working, site, cache = kaggle / "input", kaggle / "working", tmp_path / "site", kaggle / "temp" / "cache"
+    working.mkdir(parents=True)
+    shutil.copytree(staged / "dataset", inp / "ffdv-utils")  # the attached dataset
+    data = inp / "multi-ffdv"  # the competition's data: a few test clips and a template
+    (data / "testset").mkdir(parents=True)
+    names = sorted(p.name for p in (sample["data_root"] / "testset").glob("*.mp4"))[:4]
+    for name in names:
+        shutil.copyfile(sample["data_root"] / "testset" / name, data / "testset" / name)
+    (data / "test_template.csv").write_text("video_name,score\n" + "".join(f"{n},\n" for n in names[::-1]))
+
+    line = "!pip install --no-index --no-deps /kaggle/input/ffdv-utils/*.whl"
+    assert line in nb.cells[0].source and "FFDV_CACHE=/kaggle/temp/" in nb.cells[0].source
+    # names start with "_" (or are modules): the notebook's collect_params must not take them for parameters
+    nb.cells[0].source = "\n".join([
+        "import glob, os, socket, subprocess, sys",
+        "from pathlib import Path",
+        f"_wheels = sorted(glob.glob({str(inp / 'ffdv-utils')!r} + '/*.whl'))",
+        "_res = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', '--no-deps', '--quiet',",
+        f"                      '--disable-pip-version-check', '--target', {str(site)!r}, *_wheels],",
+        "                     capture_output=True, text=True)",
+        "assert _res.returncode == 0 and len(_wheels) >= 3, _res.stderr",
+        f"sys.path.insert(0, {str(site)!r})",
+        f"os.environ['FFDV_CACHE'] = {str(cache)!r}",
+        "import ffdv_utils.core.paths as _paths",
+        f"assert _paths.__file__.startswith({str(site)!r}), _paths.__file__  # the installed wheel, not the tree",
+        f"_paths.KAGGLE_INPUT, _paths.KAGGLE_WORKING = Path({str(inp)!r}), Path({str(working)!r})",
+        "_connect = socket.socket.connect",
+        "def _offline(sock, address):  # internet off: network connections fail; local (unix) sockets still work",
+        "    if sock.family in (socket.AF_INET, socket.AF_INET6):",
+        "        raise OSError(f'internet is off in this kernel: connection to {address}')",
+        "    return _connect(sock, address)",
+        "socket.socket.connect = _offline",
+    ])
+    for k in ("FFDV_OUTPUTS", "FFDV_CACHE", "FFDV_PROJECT_ROOT", "FFDV_DATA_ROOT", "FFDV_ALLOW_DOWNLOAD"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    kernel_nb = tmp_path / "kernel.ipynb"
+    nbformat.write(nb, str(kernel_nb))
+    pm.execute_notebook(str(kernel_nb), str(tmp_path / "executed.ipynb"), kernel_name="python3", cwd=str(working),
+                        progress_bar=False)
+
+    run = working / "outputs" / RUN  # no FFDV_OUTPUTS in a kernel: the run folder is under /kaggle/working
+    copied = working / "prediction.csv"
+    assert copied.read_bytes() == (run / "prediction.csv").read_bytes()
+    pred = pd.read_csv(copied)
+    assert pred.video_name.tolist() == names[::-1] and list(pred.columns) == ["video_name", "score"]
+    ckpt = inp / "ffdv-utils" / f"{RUN}-best.pt"
+    monkeypatch.setenv("FFDV_CACHE", str(tmp_path / "here-cache"))
+    expected = score_videos([data / "testset" / n for n in names[::-1]], ckpt, device="cpu", tta=2)
+    np.testing.assert_allclose(pred.score, expected, rtol=0, atol=2e-6)  # the staged tta: 2
+    sources = json.loads((run / "prediction_sources.json").read_text())
+    assert [Path(r["checkpoint"]).resolve() for r in sources["runs"]] == [ckpt.resolve()]  # found by name
+    assert read_yaml(run / "params.yaml")["data_root"] == str(data)  # found under the input mount
+    assert list(cache.glob("mel-*/entries/*/*.npy"))  # features in the scratch cache, not in /kaggle/working
+    assert not list(working.rglob("*.npy"))

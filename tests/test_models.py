@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from ffdv_utils.features.batches import ClipDataset
+from ffdv_utils.features.batches import ClipDataset, batch_loader
 from ffdv_utils.models.backbones import create_backbone, resolve_pretrained
 from ffdv_utils.models.layers import noisy_or_logit
 from ffdv_utils.models.marle import (
@@ -79,8 +80,16 @@ def test_forward_and_one_training_step(over: dict) -> None:
                                           else ("mel",) if over["model_type"] == "audio" else ("mel", "faces"))
 
 
+@pytest.mark.slow
 def test_fit_runs_each_model_type_on_in_memory_data(tmp_path, monkeypatch) -> None:
-    """The real loop (datasets -> prepare_batch -> augment -> model -> loss -> metrics) for fusion and MaRLe."""
+    """The real loop (datasets -> prepare_batch -> augment -> model -> loss -> metrics) for fusion and MaRLe: the
+    weights move, and the reported validation metrics are those of the saved checkpoint's scores."""
+    from sklearn.metrics import roc_auc_score
+
+    from ffdv_utils.models.checkpoint import load_model
+    from ffdv_utils.training.evaluate import predict_loader
+    from ffdv_utils.training.runtime import seed_everything
+
     monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path))
     rng = np.random.default_rng(0)
     n = 8
@@ -90,12 +99,23 @@ def test_fit_runs_each_model_type_on_in_memory_data(tmp_path, monkeypatch) -> No
     for kind in ("fusion", "marle"):
         params = {**TRAIN_DEFAULTS, **TINY, "model_type": kind, "marle_audio": "sync", "epochs": 1,
                   "batch_size": 4, "progress": False, "resume": False, "run_name": f"t-{kind}",
-                  "select_metric": "last"}
+                  "select_metric": "last", "amp": False}
         tr = ClipDataset([f"c{i}" for i in range(n)], targets, mels=mels, faces=faces, av_swap_prob=0.5)
         va = ClipDataset([f"v{i}" for i in range(n)], targets, mels=mels, faces=faces)
         result = fit(params, None, tr, va)
         assert result["n_params"] == count_parameters(build_model(params))
-        assert 0.0 <= result["val_auc"] <= 1.0
+        seed_everything(int(params["seed"]))  # fit's initial weights: the same seed, then build_model
+        init = dict(build_model(params).named_parameters())
+        ckpt = tmp_path / f"t-{kind}" / "checkpoints" / "best.pt"
+        model, _ = load_model(ckpt, device="cpu")
+        trained = dict(model.named_parameters())
+        moved = [k for k, v in init.items() if not torch.equal(v, trained[k])]
+        assert len(moved) > len(init) // 2, f"{kind}: only {len(moved)} of {len(init)} parameters changed"
+        val = pd.read_csv(tmp_path / f"t-{kind}" / "val_predictions.csv")
+        assert val.video_name.tolist() == va.names
+        assert result["val_auc"] == pytest.approx(roc_auc_score(val.target, val.score), abs=1e-12)
+        _, scores = predict_loader(model, batch_loader(va, 64), torch.device("cpu"))
+        np.testing.assert_allclose(val.score, scores, rtol=0, atol=1e-6)  # the checkpoint's own scores
 
 
 def test_av_swap_labels_the_pair_fake_and_keeps_each_branch_truth() -> None:

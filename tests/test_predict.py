@@ -1,7 +1,8 @@
 """Submission writing and validation, ensembles, fallback rows, and the test API against 06_submission.
 
-One tiny run (timm ``test_resnet``, 64 px, one epoch on the session's sample data) is trained once for the module;
-every score below comes from it.
+One tiny run (timm ``test_resnet``, 64 px, one epoch on the session's sample data) is trained once for the module
+for the notebook comparison (slow); the test API's own rules (reloading, run folders, TTA, ensembles, corrupt files)
+are checked with untrained checkpoints, which score clips as distinctly as trained ones.
 """
 
 from __future__ import annotations
@@ -9,17 +10,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from conftest import untrained_run
 
 from ffdv_utils.cli.main import main
+from ffdv_utils.core.device import amp_dtype
 from ffdv_utils.core.errors import ConfigError
+from ffdv_utils.core.paths import run_dir
 from ffdv_utils.core.runs import start_run
+from ffdv_utils.features.batches import ClipDataset, batch_loader
+from ffdv_utils.features.clips import clip_features
 from ffdv_utils.inference.score import (
     FALLBACK_SCORE,
     ensemble,
+    predict_clips,
     predict_runs,
     score_video,
     score_videos,
@@ -29,6 +40,8 @@ from ffdv_utils.inference.submission import (
     validate_submission,
     write_submission,
 )
+from ffdv_utils.models.checkpoint import load_model
+from ffdv_utils.training.evaluate import predict_loader
 from ffdv_utils.training.loop import TRAIN_DEFAULTS, fit
 
 RUN = "subm-tiny"
@@ -130,6 +143,7 @@ def sub_root(sample, tmp_path_factory) -> dict:
     return {"root": root, "real": real, "spelled": spelled, "paths": [str(root / "testset" / n) for n in real]}
 
 
+@pytest.mark.slow
 def test_notebook_prediction_matches_score_api_and_cli(tiny_run, sub_root, capsys, monkeypatch, tmp_path):
     from ffdv_utils.core.runner import run_pipeline
 
@@ -173,11 +187,17 @@ def test_notebook_prediction_matches_score_api_and_cli(tiny_run, sub_root, capsy
     assert "missing.mp4: fallback: file not found" in err
 
 
-def test_predict_runs_rank_ensemble_and_all_fallback_rows(tiny_run, sub_root):
+@pytest.fixture(scope="module")
+def api_run(session_outputs) -> str:
+    """An untrained audio checkpoint in a run folder (the API's plumbing, not the model, is under test)."""
+    return untrained_run("api-audio", seed=1)
+
+
+def test_predict_runs_rank_ensemble_and_all_fallback_rows(api_run, sub_root):
     clips = pd.DataFrame({"video_name": sub_root["real"] + ["missing.mp4"],
                           "path": sub_root["paths"] + [str(sub_root["root"] / "missing.mp4")]})
-    single, _ = predict_runs([tiny_run], clips, progress=False)
-    both, record = predict_runs([tiny_run, tiny_run], clips, method="rank", progress=False,
+    single, _ = predict_runs([api_run], clips, progress=False)
+    both, record = predict_runs([api_run, api_run], clips, method="rank", progress=False,
                                         fallback_score=0.25)
     assert len(record) == 2 and record[0]["checkpoint_sha256"] == record[1]["checkpoint_sha256"]
     ranks = single.score[:3].rank().to_numpy()
@@ -186,16 +206,89 @@ def test_predict_runs_rank_ensemble_and_all_fallback_rows(tiny_run, sub_root):
     assert both.score.iloc[3] == 0.25 and both.status.iloc[3] == "fallback: file not found"
     assert single.score.iloc[3] == FALLBACK_SCORE
     with pytest.raises(ConfigError, match="mean or rank"):
-        predict_runs([tiny_run], clips, method="vote", progress=False)
+        predict_runs([api_run], clips, method="vote", progress=False)
 
 
-def test_same_name_in_another_folder_is_not_read_from_the_cache(tiny_run, sample, tmp_path):
+def test_same_name_in_another_folder_is_not_read_from_the_cache(api_run, sample, tmp_path):
     clips = sorted((sample["data_root"] / "valset").glob("*.mp4"))
     a, b = clips[0], clips[1]
-    score_a = score_video(a, tiny_run)
-    score_b = score_video(b, tiny_run)
+    score_a = score_video(a, api_run)
+    score_b = score_video(b, api_run)
     assert abs(score_a - score_b) > 1e-5, "precondition: two different clips score differently"
     impostor = tmp_path / a.name  # b's content under a's name, in another folder
     shutil.copyfile(b, impostor)
-    assert score_video(impostor, tiny_run) == pytest.approx(score_b, abs=1e-6)
-    assert score_video(a, tiny_run) == pytest.approx(score_a, abs=1e-6)  # and back again
+    assert score_video(impostor, api_run) == pytest.approx(score_b, abs=1e-6)
+    assert score_video(a, api_run) == pytest.approx(score_a, abs=1e-6)  # and back again
+
+
+def _one(path) -> pd.DataFrame:
+    return pd.DataFrame({"video_name": [Path(path).name], "path": [str(path)]})
+
+
+def test_score_api_takes_a_run_folder_and_reloads_a_changed_checkpoint(sample, session_outputs):
+    run = untrained_run("api-reload", seed=1)
+    clip = sorted((sample["data_root"] / "valset").glob("*.mp4"))[0]
+    folder = run_dir(run, create=False)
+    ckpt = folder / "checkpoints" / "best.pt"
+    first = score_video(clip, run)
+    assert score_video(clip, folder) == first == score_video(clip, ckpt)  # run name, run folder or the .pt file
+    before = ckpt.stat().st_mtime_ns
+    untrained_run(run, seed=2)  # retrained: other weights under the same path
+    if ckpt.stat().st_mtime_ns == before:  # a coarse file-system clock: a retrain comes later than this
+        os.utime(ckpt, ns=(before + 10**9, before + 10**9))
+    model, params = load_model(ckpt, device="cpu")
+    expected = float(predict_clips(model, params, _one(clip), device="cpu", progress=False).score[0])
+    again = score_video(clip, folder)
+    assert again != first and again == pytest.approx(expected, abs=1e-7)  # the new weights, not the kept model
+    assert score_video(clip, run) == again
+
+
+def test_tta_averages_the_plain_and_time_reversed_passes(api_run, sample):
+    clips = sorted((sample["data_root"] / "valset").glob("*.mp4"))[:3]
+    plain = np.array(score_videos(clips, api_run, device="cpu"))
+    two = np.array(score_videos(clips, api_run, device="cpu", tta=2))
+    # the reversed pass by hand: the same cached mel images, flipped in time, through the same model
+    model, params = load_model(api_run, device="cpu")
+    table = pd.DataFrame({"video_name": [c.name for c in clips], "path": [str(c) for c in clips]})
+    feats = clip_features(params, table, ("mel",), progress=False)
+    flipped = ClipDataset(table.video_name, np.zeros(len(clips)), mels=np.ascontiguousarray(feats["mels"][:, :, ::-1]),
+                          has_audio=feats["has_audio"])
+    cpu = torch.device("cpu")
+    _, reversed_ = predict_loader(model, batch_loader(flipped, 8), cpu, amp_dtype(params["amp"], cpu))
+    np.testing.assert_allclose(two, (plain + reversed_) / 2, rtol=0, atol=1e-6)
+    assert np.abs(two - plain).max() > 1e-5  # the second pass changes the scores
+    three = np.array(score_videos(clips, api_run, device="cpu", tta=3))
+    assert np.abs(three - two).max() > 1e-5  # a third, time-shifted pass
+
+
+def test_an_ensemble_where_only_some_runs_fall_back_is_partial(api_run, sample, tmp_path):
+    from badmedia import write_clip
+
+    visual = untrained_run("api-visual", seed=3, model_type="visual")
+    sound = write_clip(tmp_path / "sound_only.mp4", 1.0, video=False)  # nothing for the visual run to see
+    clip = sorted((sample["data_root"] / "valset").glob("*.mp4"))[0]
+    clips = pd.DataFrame({"video_name": [clip.name, sound.name], "path": [str(clip), str(sound)]})
+    audio_only, _ = predict_runs([api_run], clips, progress=False)
+    visual_only, _ = predict_runs([visual], clips, progress=False)
+    assert visual_only.status[1].startswith("fallback: ") and visual_only.score[1] == FALLBACK_SCORE
+    both, record = predict_runs([api_run, visual], clips, progress=False)
+    assert [r["run"] for r in record] == [api_run, visual]
+    assert both.status[0] == "ok" and both.status[1] == f"partial: {visual}: {visual_only.status[1]}"
+    # the mean of what each run gave: the audio run's score and the visual run's fallback
+    np.testing.assert_allclose(both.score, (audio_only.score + visual_only.score) / 2, rtol=0, atol=1e-7)
+    assert both.score[1] != FALLBACK_SCORE
+
+
+def test_score_command_on_a_corrupt_file(api_run, sample, tmp_path):
+    """`python -m ffdv_utils score` on a file that exists but is not a video: its row gets the fallback score, a
+    warning names it, the other clips are scored and the command succeeds."""
+    good = sorted((sample["data_root"] / "valset").glob("*.mp4"))[0]
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(good.read_bytes()[: 2000])  # the start of a real mp4, cut off: no index, no frames
+    res = subprocess.run([sys.executable, "-m", "ffdv_utils", "score", "--run", api_run, "--device", "cpu", str(good),
+                          str(corrupt)], capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines() == ["video_name,score", f"{good.name},{score_video(good, api_run):.6f}",
+                                               f"corrupt.mp4,{FALLBACK_SCORE:.6f}"]
+    (warning,) = [line for line in res.stderr.splitlines() if "corrupt.mp4" in line]
+    assert warning.startswith(f"warning: {corrupt}: fallback: ") and len(warning) > len(str(corrupt)) + 30

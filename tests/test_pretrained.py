@@ -201,6 +201,7 @@ def test_saved_and_reloaded_model_gives_identical_outputs(tmp_path, saved_norm):
         assert not torch.allclose(model(batch)["logit"], wrong(batch)["logit"])  # so the equality above means it
 
 
+@pytest.mark.slow
 def test_fit_records_the_weights_sha256(tmp_path, monkeypatch):
     from ffdv_utils.core.runs import Run
     from ffdv_utils.features.batches import ClipDataset

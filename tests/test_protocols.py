@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ffdv_utils.data.index import media_index
 from ffdv_utils.data.splits import (
     Split,
     cluster_splits,
@@ -14,6 +15,7 @@ from ffdv_utils.data.splits import (
     write_split,
 )
 from ffdv_utils.experiments.protocols import (
+    clip_statistics,
     cluster_assign,
     evaluate_scores,
     make_splits,
@@ -67,14 +69,26 @@ def test_held_out_kind_never_trains_on_the_held_out_kind(data_root) -> None:
     assert set(plain.train.split) == {"train"} and set(plain.eval.split) == {"val"}
 
 
-def test_without_kinds_the_cluster_protocol_stands_in(data_root, monkeypatch) -> None:
-    def fake_stats(clips, params=None, index=None, workers=None, progress=False):
-        return pd.DataFrame({"video_name": clips.video_name, "fps": np.arange(len(clips)) % 3 * 10.0})
-
-    monkeypatch.setattr("ffdv_utils.experiments.protocols.clip_statistics", fake_stats)
+def test_without_kinds_the_cluster_protocol_stands_in(sample) -> None:
+    """No kinds: held_out_kind becomes cluster, clustered on the clips' real statistics (media index, mel images and
+    face crops of the sample's clips), whole clusters held out."""
+    params = {"image_size": 64, "face_frames": 2, "face_size": 32, "feature_workers": 1}
     with pytest.warns(UserWarning, match="kinds_csv"):
-        splits = make_splits(data_root, ["held_out_kind"], n_clusters=3, cluster_folds=3)
+        splits = make_splits(sample["data_root"], ["held_out_kind"], params=params, n_clusters=3, cluster_folds=3)
     assert [s.protocol for s in splits] == ["cluster"] * 3
+    clips = labelled_clips(sample["data_root"])
+    evaluated = pd.concat([s.eval for s in splits])
+    assert sorted(evaluated.video_name) == sorted(clips.video_name)  # every clip evaluated exactly once
+    for s in splits:
+        assert not set(s.train.cluster) & set(s.eval.cluster) and len(s.train) + len(s.eval) == len(clips)
+    stats = clip_statistics(clips, params)
+    index = media_index(clips[["video_name", "path"]]).set_index("video_name").loc[stats.video_name]
+    np.testing.assert_allclose(stats.fps, index.fps.astype(float))
+    np.testing.assert_allclose(stats.log_pixels, np.log(index.width.astype(float) * index.height.astype(float)))
+    for col in ("mel_mean", "mel_std", "face_mean", "face_red"):  # measured per clip, not a constant
+        assert stats[col].std() > 0, col
+    assert dict(zip(evaluated.video_name, evaluated.cluster)) == dict(zip(stats.video_name,
+                                                                          cluster_assign(stats, n_clusters=3)))
 
 
 def test_cluster_splits_hold_whole_clusters_out() -> None:
@@ -131,8 +145,13 @@ def test_evaluate_scores_and_one_leaderboard() -> None:
     board = protocol_leaderboard(rows)
     assert list(board.name) == ["fusion", "audio"]
     assert board.loc[0, "held_out_kind auc"] == pytest.approx(0.6)
-    assert board.loc[0, "unseen visual auc"] == 0.5
-    assert {"plain auc", "plain tpr@fpr=1e-2", "plain tpr@fpr=1e-3", "plain auc[audio]", "params_M"} <= set(board)
+    assert board.loc[0, "unseen visual auc"] == 0.5 and board.loc[0, "unseen audio auc"] == 0.7
+    row = board.set_index("name")
+    assert row.loc["fusion", ["plain auc", "plain tpr@fpr=1e-2", "plain tpr@fpr=1e-3", "plain auc[audio]"]].tolist() \
+        == [0.9, 0.3, 0.2, 0.95]
+    assert row.loc["audio", ["plain auc", "plain tpr@fpr=1e-2", "plain auc[audio]"]].tolist() == [0.6, 0.1, 1.0]
+    assert row.params_M.tolist() == [4.0, 2.0]
+    assert row.loc["audio", ["held_out_kind auc", "unseen audio auc", "unseen visual auc"]].isna().all()  # not run
 
 
 def test_unknown_protocol_is_refused(data_root) -> None:

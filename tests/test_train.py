@@ -12,7 +12,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -214,12 +213,13 @@ def _comparable(history: pd.DataFrame) -> pd.DataFrame:
     return history.drop(columns=["train_time_s", "images_per_s", "data_wait_s", "loader_share"])
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path, one_thread):
     over = {"augment": "spec", "mixup_alpha": 0.4, "av_swap_prob": 0.2}  # every random draw the loop makes
     r1, h1 = _fit(tmp_path, "a", **over)
     r2, h2 = _fit(tmp_path, "b", **over)
     r3, h3 = _fit(tmp_path, "c", **over, seed=8)
-    pd.testing.assert_frame_equal(_comparable(h1), _comparable(h2))
+    pd.testing.assert_frame_equal(_comparable(h1), _comparable(h2), check_exact=True)  # identical, not close
     assert {k: v for k, v in r1.items() if k.startswith("val_")} == {k: v for k, v in r2.items()
                                                                       if k.startswith("val_")}
     assert not np.allclose(h1.train_loss, h3.train_loss)  # the seed does matter
@@ -228,7 +228,7 @@ def test_same_seed_same_metrics(tmp_path, one_thread):
 
 
 _SCRIPT = """
-import json, sys
+import json, os, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
@@ -236,9 +236,20 @@ sys.path.insert(0, {here!r})
 from test_train import tiny_datasets
 from ffdv_utils.core.runs import Run
 from ffdv_utils.core.schema import TRAIN_DEFAULTS
+import ffdv_utils.training.loop as loop
 from ffdv_utils.training.loop import fit
 cfg = json.loads(sys.argv[1])
 run_dir = Path(cfg.pop("run_dir"))
+if cfg.pop("stop_after_first_checkpoint"):
+    save = loop.save_checkpoint
+
+    def save_then_wait(obj, path):  # the event the test waits for: last.pt of the first epoch is on disk
+        save(obj, path)
+        if path.name == "last.pt":
+            os.write(1, f"\\nCHECKPOINT {{obj['epoch']}}\\n".encode())  # one write, on a line of its own
+            time.sleep(3600)  # until the test kills this process
+
+    loop.save_checkpoint = save_then_wait
 if cfg.pop("wait_for_go"):
     sys.stdin.readline()  # started early so that its imports are off the test's critical path
 tr, va = tiny_datasets(cfg.pop("n_train"), cfg.pop("n_val"))
@@ -247,6 +258,7 @@ fit(p, Run(name=p["run_name"], dir=run_dir, params=p), tr, va)
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, one_thread):
     script = tmp_path / "fit_tiny.py"
     script.write_text(_SCRIPT.format(here=str(HERE)))
@@ -255,7 +267,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, one_thread):
             "n_val": 32}
 
     def launch(name: str, wait: bool = False) -> subprocess.Popen:
-        cfg = {**base, "run_name": name, "run_dir": str(tmp_path / name), "wait_for_go": wait}
+        cfg = {**base, "run_name": name, "run_dir": str(tmp_path / name), "wait_for_go": wait,
+               "stop_after_first_checkpoint": not wait}
         return subprocess.Popen([sys.executable, str(script), json.dumps(cfg)], env=_env(tmp_path), text=True,
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
@@ -265,15 +278,16 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, one_thread):
         _fit(tmp_path, "whole", **{k: v for k, v in base.items() if k not in ("n_train", "n_val")},
              data=(base["n_train"], base["n_val"]))
         last = tmp_path / "killed" / "checkpoints" / "last.pt"
-        deadline = time.time() + 90
-        while not last.is_file():
-            assert killed.poll() is None, killed.communicate()[0]
-            assert time.time() < deadline, "no checkpoint after 90 s"
-            time.sleep(0.01)
+        seen = []  # wait for the event (the first last.pt written), not for a time: a busy machine only delays it
+        for line in killed.stdout:
+            seen.append(line)
+            if line.startswith("CHECKPOINT "):
+                break
+        assert seen and seen[-1].startswith("CHECKPOINT "), "".join(seen)
         os.kill(killed.pid, signal.SIGKILL)
         killed.wait(10)
         done = torch.load(last, map_location="cpu", weights_only=False)["epoch"]  # 0-based, completed
-        assert done < epochs - 1, "the run finished before it could be killed"
+        assert done == 0 == int(seen[-1].split()[1])
         assert not (tmp_path / "killed" / "metrics.json").exists()
         out, _ = resumed.communicate("go\n", timeout=120)
         assert resumed.returncode == 0, out
@@ -287,12 +301,41 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, one_thread):
     h_whole = pd.read_csv(tmp_path / "whole" / "history.csv")
     h_res = pd.read_csv(tmp_path / "killed" / "history.csv")
     assert h_res.epoch.tolist() == list(range(1, epochs + 1))
-    pd.testing.assert_frame_equal(_comparable(h_res), _comparable(h_whole))
+    pd.testing.assert_frame_equal(_comparable(h_res), _comparable(h_whole), check_exact=True)
     assert {k: v for k, v in m_res.items() if k.startswith("val_") or k == "best_epoch"} == \
         {k: v for k, v in m_whole.items() if k.startswith("val_") or k == "best_epoch"}
     s_whole = pd.read_csv(tmp_path / "whole" / "val_predictions.csv")
     s_res = pd.read_csv(tmp_path / "killed" / "val_predictions.csv")
-    pd.testing.assert_frame_equal(s_res, s_whole)
+    pd.testing.assert_frame_equal(s_res, s_whole, check_exact=True)
+
+
+@pytest.mark.slow
+def test_raising_epochs_extends_a_finished_run(tmp_path, one_thread):
+    """`epochs` is not part of the resume key: a finished 2-epoch run asked for 3 trains one more epoch, and the
+    result is exactly the uninterrupted 3-epoch run."""
+    _, h2 = _fit(tmp_path, "extended", epochs=2)
+    r3, h3 = _fit(tmp_path, "extended", epochs=3)
+    assert r3["resumed_from_epoch"] == 2 and h3.epoch.tolist() == [1, 2, 3]
+    pd.testing.assert_frame_equal(h3.iloc[:2], h2, check_exact=True)  # the finished epochs kept, timings too
+    r_whole, h_whole = _fit(tmp_path, "whole3", epochs=3)
+    assert r_whole["resumed_from_epoch"] == 0
+    pd.testing.assert_frame_equal(_comparable(h3), _comparable(h_whole), check_exact=True)
+    assert {k: v for k, v in r3.items() if k.startswith("val_") or k == "best_epoch"} == \
+        {k: v for k, v in r_whole.items() if k.startswith("val_") or k == "best_epoch"}
+
+
+@pytest.mark.slow
+def test_a_changed_parameter_starts_from_scratch(tmp_path, one_thread, capsys):
+    """A `last.pt` written with another learning rate is not resumed: the run starts again and equals a fresh one."""
+    _fit(tmp_path, "changed", epochs=2)
+    capsys.readouterr()
+    r, h = _fit(tmp_path, "changed", epochs=2, lr=1.0e-3)
+    assert "was written with other parameters; starting from scratch" in capsys.readouterr().out
+    assert r["resumed_from_epoch"] == 0 and h.epoch.tolist() == [1, 2]
+    _, fresh = _fit(tmp_path, "fresh", epochs=2, lr=1.0e-3)
+    pd.testing.assert_frame_equal(_comparable(h), _comparable(fresh), check_exact=True)
+    saved = torch.load(tmp_path / "changed" / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
+    assert saved["params"]["lr"] == 1.0e-3 and saved["epoch"] == 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -313,6 +356,7 @@ def _tiny_data_root(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
     data = _tiny_data_root(tmp_path / "data")
     over = {**TINY, "batch_size": 4, "feature_workers": 1}
@@ -367,6 +411,7 @@ def test_train_targets_judged_on_figures():
     assert gpu["gpu_10k_img_s"]["met"] is False and "cpu_2x_baseline" not in gpu
 
 
+@pytest.mark.slow
 def test_bench_train_tiny(one_thread, capsys):
     from ffdv_utils.bench.training import bench_train
     from ffdv_utils.cli.main import build_parser
@@ -377,11 +422,43 @@ def test_bench_train_tiny(one_thread, capsys):
         assert r[key] > 0, key
     assert r["speedup"] == pytest.approx(r["workspace_img_s"] / r["baseline_img_s"])
     assert 0 <= r["workspace_loader_share"] < 1 and 0 <= r["baseline_loader_share"] < 1
-    # slicing the memory map beats decoding JPEG files by a wide margin, even on a busy machine
-    assert r["loader_speedup"] > 3
+    # the speed-up is a timing figure (a busy machine moves it); what it is made of is checked by events below
+    assert r["loader_speedup"] == pytest.approx(r["workspace_loader_img_s"] / r["baseline_loader_img_s"])
+    assert r["workspace_vs_memory_step"] == pytest.approx(r["workspace_step_s"] / r["memory_step_s"])
     assert set(r["targets"]) == {"loader_within_10pct"}  # the speed targets are for resnet18 at 256 only
     args = build_parser().parse_args(["bench", "train", "--model", "test_resnet", "--steps", "1", "--batch", "2",
                                       "--image-size", "16", "--quiet"])
     assert args.func(args) == 0  # `python -m ffdv_utils bench train ...` reaches bench_train
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert json.loads(last)["model"] == "test_resnet"
+
+
+def test_workspace_loader_slices_the_memory_map_once_per_batch_and_opens_no_file(tmp_path, monkeypatch):
+    """Why the workspace's loader is faster than the baseline's (bench train): one read of the memory map per batch
+    and no image file, where the baseline opens and decodes one JPEG per item. Counted, not timed."""
+    from PIL import Image
+
+    import ffdv_utils.features.batches as B
+    from ffdv_utils.bench.training import BaselineJpegDataset, synthetic_mels, write_jpegs
+
+    n, batch = 12, 4
+    mels = synthetic_mels(n, 32, 32)
+    jpegs = write_jpegs(mels, tmp_path / "jpeg")
+    np.save(tmp_path / "mels.npy", mels)
+    cache = np.load(tmp_path / "mels.npy", mmap_mode="r")
+    opened, reads = [], []
+    real_open, real_take = Image.open, B._take_rows
+    monkeypatch.setattr(Image, "open", lambda fp, *a, **k: opened.append(str(fp)) or real_open(fp, *a, **k))
+    monkeypatch.setattr(B, "_take_rows", lambda arr, idx: reads.append((arr, len(idx))) or real_take(arr, idx))
+
+    ds = ClipDataset([f"{i:06d}.mp4" for i in range(n)], np.zeros(n), mels=cache)
+    got = list(batch_loader(ds, batch, shuffle=True, seed=0))
+    assert len(got) == n // batch and not opened
+    assert [k for _, k in reads] == [batch] * (n // batch) and all(a is cache for a, _ in reads)
+    for b in got:  # and the slices are the cached images themselves
+        assert torch.equal(b["mel"][:, 0], torch.from_numpy(mels[b["index"].numpy()]))
+
+    reads.clear()
+    base = torch.utils.data.DataLoader(BaselineJpegDataset(jpegs, np.zeros(n), 32), batch_size=batch)
+    assert sum(len(y) for _, y in base) == n
+    assert sorted(opened) == sorted(jpegs) and not reads  # one file opened per item
