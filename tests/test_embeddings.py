@@ -53,6 +53,7 @@ def test_cached_embeddings_give_the_scores_of_the_backbone_on_raw_clips(frozen: 
     assert torch.allclose(batch["mel_emb"][:2], emb, atol=2e-2, rtol=1e-2)  # float16 rounding only
 
 
+@pytest.mark.slow
 def test_fit_with_frozen_backbones_trains_only_the_heads_and_reuses_the_cache(frozen: dict, tmp_path: Path) -> None:
     from ffdv_utils.training.loop import fit
 

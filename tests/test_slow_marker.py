@@ -37,6 +37,8 @@ def _direct(node: ast.AST) -> bool:
         if isinstance(n, ast.Call):
             f = n.func
             name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if isinstance(f, ast.Attribute) and name == "fit":
+                continue  # a method of that name (RealOnlyModel.fit, sklearn) is not the training loop
             if name in HEAVY_CALLS:
                 return True
     return any(HEAVY_TEXT.search(s) for s in _strings(node))

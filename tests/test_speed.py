@@ -125,6 +125,7 @@ def _tiny_notebook(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_runner_kernel_has_no_tcp_warning_and_prints_progress_lines(tmp_path, auto_progress, capfd,
                                                                      monkeypatch) -> None:
     from ffdv_utils.core.runner import execute_notebook
