@@ -83,7 +83,9 @@ def resolve_notebook_params(names: Iterable[str], files: Sequence[str | Path] = 
         base = read_yaml(own) if own.is_file() else {}
         merged = {**declared[n], **base, **user}
         # feature fine-tuning (mel_n_mels, face_margin, ...) goes wherever features are made
-        extra = {k: v for k, v in user.items() if k.startswith(FEATURE_PREFIXES) and "mel_preset" in declared[n]}
+        # (face_ keys only where face crops are made: 01_eda makes mel images only)
+        extra = {k: v for k, v in user.items() if k.startswith(FEATURE_PREFIXES) and "mel_preset" in declared[n]
+                 and k not in declared[n] and (not k.startswith("face_") or "face_frames" in declared[n])}
         out[n] = {**{k: merged[k] for k in declared[n]}, **extra}
     return out
 
