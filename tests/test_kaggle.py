@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import untrained_run
 
 from ffdv_utils.cli.main import main
-from ffdv_utils.core.config import read_yaml, save_params
-from ffdv_utils.core.paths import notebooks_dir, project_root, run_dir
+from ffdv_utils.core.config import read_yaml
+from ffdv_utils.core.paths import notebooks_dir, project_root
 from ffdv_utils.inference.kaggle import (
     check_dataset_metadata,
     check_kernel_metadata,
@@ -36,18 +37,7 @@ OWNER = "ffdvtester"
 @pytest.fixture(scope="module")
 def fake_run(session_outputs) -> str:
     """A run folder with an untrained test_resnet checkpoint in the layout train.fit writes (no training needed)."""
-    from ffdv_utils.models.registry import build_model
-    from ffdv_utils.training.loop import TRAIN_DEFAULTS
-
-    params = {**TRAIN_DEFAULTS, "run_name": RUN, "model": "test_resnet", "image_size": 64}
-    torch.manual_seed(0)
-    model = build_model(params)
-    folder = run_dir(RUN)
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "params": params, "epoch": 1, "metrics": {"auc": 0.5}},
-               folder / "checkpoints" / "best.pt")
-    save_params(folder / "params.yaml", params)
-    return RUN
+    return untrained_run(RUN, image_size=64)
 
 
 @pytest.fixture(scope="module")
