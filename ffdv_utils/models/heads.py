@@ -16,11 +16,6 @@ from .layers import freeze as freeze_module
 from .sync import SyncHead
 
 
-def _frozen_view(model: nn.Module) -> dict[str, nn.Module]:
-    """{input: backbone} of a detector's frozen backbones (``features.embeddings`` caches what they output)."""
-    return {key: bb for key, bb in model.backbones().items() if is_frozen(bb)}
-
-
 def _cached(backbone: nn.Module, emb: torch.Tensor, raw: torch.Tensor, stale: torch.Tensor | None) -> torch.Tensor:
     """A frozen backbone's cached embeddings, recomputed from the pictures for the rows a pseudo-fake changed
     (``stale``); ``raw`` is (B, C, H, W) for mel images, (B, T, C, S, S) for face crops."""
@@ -61,9 +56,6 @@ class AudioModel(FrozenAware):
 
     def backbones(self) -> dict[str, nn.Module]:
         return {"mel": self.backbone}
-
-    def frozen_backbones(self) -> dict[str, nn.Module]:
-        return _frozen_view(self)
 
     def features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         if "mel_emb" in batch and is_frozen(self.backbone):
@@ -131,9 +123,6 @@ class VisualModel(FrozenAware):
 
     def backbones(self) -> dict[str, nn.Module]:
         return {"faces": self.backbone}
-
-    def frozen_backbones(self) -> dict[str, nn.Module]:
-        return _frozen_view(self)
 
     def frame_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, C) pooled backbone features of every frame."""
@@ -230,9 +219,6 @@ class FusionModel(FrozenAware):
 
     def backbones(self) -> dict[str, nn.Module]:
         return {**self.audio.backbones(), **self.visual.backbones()}
-
-    def frozen_backbones(self) -> dict[str, nn.Module]:
-        return _frozen_view(self)
 
     def _drop(self, parts: list[torch.Tensor]) -> list[torch.Tensor]:
         """Training only: zero each part of each sample with probability ``modality_dropout`` (never all parts of

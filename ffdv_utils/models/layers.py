@@ -76,7 +76,15 @@ def is_frozen(module: nn.Module) -> bool:
 
 
 class FrozenAware(nn.Module):
-    """A detector whose frozen backbones stay in eval mode under ``model.train()``."""
+    """A detector whose frozen backbones stay in eval mode under ``model.train()``; subclasses name their backbones
+    by input (``backbones()``: {"mel": ..., "faces": ...})."""
+
+    def backbones(self) -> dict[str, nn.Module]:
+        return {}
+
+    def frozen_backbones(self) -> dict[str, nn.Module]:
+        """{input: backbone} of the frozen backbones (``features.embeddings`` caches what they output)."""
+        return {key: bb for key, bb in self.backbones().items() if is_frozen(bb)}
 
     def train(self, mode: bool = True) -> "FrozenAware":
         super().train(mode)
