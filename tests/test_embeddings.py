@@ -156,3 +156,24 @@ def test_grad_cam_explains_a_model_with_frozen_backbones(frozen: dict) -> None:
     cams = grad_cam(frozen["model"], raw)
     assert cams["mel"].shape == (2, 64, 64) and cams["faces"].shape == (2, 2, 64, 64)
     assert float(cams["faces"].max()) > float(cams["faces"].min())  # a map, not a constant
+
+
+def test_predict_clips_with_cached_embeddings_scores_as_on_raw_clips(frozen: dict, sample: dict) -> None:
+    """A comparison scores many runs from the embedding cache: the same scores as the test API's raw path."""
+    from ffdv_utils.data.splits import labelled_clips
+    from ffdv_utils.inference.score import predict_clips
+
+    model = frozen["model"].eval()
+    clips = labelled_clips(sample["data_root"], ("val",))[["video_name", "path"]].head(6)
+    calls = []
+    hook = model.audio.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        raw = predict_clips(model, frozen["params"], clips, device="cpu", progress=False)
+        n_raw = len(calls)
+        cached = predict_clips(model, frozen["params"], clips, device="cpu", progress=False,
+                               cached_embeddings=True)  # the val clips are in the cache (the fixture)
+    finally:
+        hook.remove()
+    assert n_raw > 0 and len(calls) == n_raw  # the cached path never ran the mel backbone
+    assert list(raw.video_name) == list(cached.video_name) and (cached.status == "ok").all()
+    assert np.allclose(raw.score, cached.score, atol=1e-2)

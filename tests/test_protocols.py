@@ -172,3 +172,16 @@ def test_sync_cue_table_on_the_sample_data(sample) -> None:
     assert fakes.auc_vs_real.between(0, 1).all() and summary.n.sum() == len(table)
     fig = plot_sync_cue(table)
     assert len(fig.axes[0].patches) > 0
+
+
+def test_unseen_kinds_auc_pools_the_kinds_absent_from_training() -> None:
+    train = pd.DataFrame({"video_name": ["t0", "t1", "t2"], "target": [0, 1, 1], "kind": ["real", "audio", "audio"]})
+    ev = pd.DataFrame({"video_name": list("abcdefg"), "target": [0, 0, 1, 1, 1, 1, 1],
+                       "kind": ["real", "real", "audio", "audio", "lpc_voice", "reenact", "reenact"]})
+    scores = pd.DataFrame({"video_name": list("abcdefg"), "score": [0.3, 0.5, 0.9, 0.8, 0.4, 0.6, 0.7]})
+    m = evaluate_scores(Split("test", "test", train, ev), scores)
+    # seen: audio (0.9, 0.8) against reals (0.3, 0.5) -> 1.0; unseen: lpc_voice 0.4, reenact 0.6 / 0.7 -> 5 of 6 pairs
+    assert m["auc[seen kinds]"] == 1.0
+    assert m["auc[unseen kinds]"] == pytest.approx(5 / 6)
+    # every eval kind seen in training: no pooled unseen figure
+    assert "auc[unseen kinds]" not in evaluate_scores(Split("plain", "plain", train, ev.iloc[:4]), scores)

@@ -86,3 +86,57 @@ def test_a_run_with_real_only_weight_scores_the_test_api_with_it(sample: dict, t
     ro = RealOnlyModel.from_state(saved["real_only"]).score(clip_statistics(params, clips))
     assert np.allclose(api.score, combine(alone.score, ro, 0.4), atol=1e-6)
     assert not np.allclose(api.score, alone.score)
+
+
+def _comb_image(spacings: np.ndarray, width_noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A uint8 log-mel-like image whose column j has harmonics every ``spacings[j]`` bands in the low bands."""
+    rng = np.random.default_rng(seed)
+    bands = np.arange(128)[:, None]
+    phase = (bands % spacings[None, :]) / spacings[None, :]
+    x = 120 + 60 * np.cos(2 * np.pi * phase) + rng.normal(0, width_noise, (128, len(spacings)))
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def test_pitch_track_finds_the_harmonic_spacing_and_prosody_tells_a_flat_voice() -> None:
+    from ffdv_utils.training.real_only import _pitch_track, _prosody_stats
+
+    spacings = np.array([5, 6, 8, 10, 12] * 4, dtype=float)
+    lag, peak = _pitch_track(_comb_image(spacings))
+    assert np.allclose(lag, spacings, atol=0.35) and (peak > 0.5).all()
+    flat = _prosody_stats(_comb_image(np.full(40, 7.0), 4.0), True)
+    moving = _prosody_stats(_comb_image(np.linspace(5, 12, 40), 4.0), True)
+    assert flat[0] < 0.02 < 0.1 < moving[0]  # spread of log2 F0: a flattened pitch has almost none
+    assert np.isnan(_prosody_stats(_comb_image(spacings), False)).all()  # no audio: no evidence
+
+
+def test_window_spread_sees_one_replaced_stretch() -> None:
+    from ffdv_utils.training.real_only import _window_spread
+
+    rng = np.random.default_rng(0)
+    steady = rng.normal(0, 1, 64)
+    replaced = steady.copy()
+    replaced[16:32] += 4.0  # one window unlike the rest
+    assert _window_spread(replaced) > 1.2 > 0.6 > _window_spread(steady)
+    assert np.isnan(_window_spread(np.ones(5)))
+
+
+def test_groups_choose_the_statistics_and_unknown_groups_are_refused() -> None:
+    from ffdv_utils.training.real_only import DEFAULT_GROUPS, STAT_GROUPS, group_columns
+
+    assert group_columns(None) == [c for g in DEFAULT_GROUPS for c in STAT_GROUPS[g]]
+    assert group_columns(["prosody", "sync"]) == STAT_GROUPS["sync"] + STAT_GROUPS["prosody"]
+    assert list(TRAIN_DEFAULTS["real_only_groups"]) == list(DEFAULT_GROUPS)
+    with pytest.raises(ValueError, match="unknown group"):
+        group_columns(["sync", "lips"])
+    model = RealOnlyModel(columns=group_columns(["voice"])).fit(_table())
+    assert model.columns == STAT_GROUPS["voice"] and model.precision.shape == (5, 5)
+
+
+@pytest.mark.slow  # calls fit (refused before any training starts, but the slow-marker guard cannot know)
+def test_fit_refuses_bad_real_only_settings_before_training() -> None:
+    from ffdv_utils.core.errors import ConfigError
+    from ffdv_utils.training.loop import fit
+
+    for bad in ({"real_only_weight": 1.5}, {"real_only_weight": 0.3, "real_only_groups": ["lips"]}):
+        with pytest.raises((ConfigError, ValueError), match="real_only"):
+            fit({**TRAIN_DEFAULTS, "model": "test_resnet", "progress": False, **bad})

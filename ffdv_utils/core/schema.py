@@ -61,13 +61,15 @@ MODEL: dict[str, Any] = {
 # ``pseudo_fakes``: {family: probability} of turning a real training clip into a pseudo-fake (``ffdv_utils.pseudo``:
 # face_blend, voice, av_offset, mouth_reorder, splice); ``pseudo_fakes_off``: families switched off (protocols).
 # ``real_only_weight``: w > 0 fits the real-only score on the real training clips (``training.real_only``) and the
-# run scores (1 - w) * model + w * real-only, in validation and in the test API
+# run scores (1 - w) * model + w * real-only, in validation and in the test API; ``real_only_groups``: which groups
+# of statistics it uses (``training.real_only.STAT_GROUPS``)
 TRAINING: dict[str, Any] = {
     "epochs": 10, "batch_size": 40, "optimizer": "adam", "lr": 3.0e-3, "weight_decay": 0.0, "scheduler": "step",
     "step_size": 4, "gamma": 0.85, "warmup_epochs": 0, "loss": "bce", "focal_gamma": 2.0, "pos_weight": None,
     "label_smoothing": 0.0, "augment": "baseline", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
     "av_swap_prob": 0.0, "pseudo_fakes": {}, "pseudo_fakes_off": [], "real_only_weight": 0.0,
-    "select_metric": "auc", "seed": 42, "device": "auto", "amp": "auto", "channels_last": True,
+    "real_only_groups": ["sync", "voice", "face", "prosody"], "select_metric": "auc", "seed": 42,
+    "device": "auto", "amp": "auto", "channels_last": True,
     "compile": False, "deterministic": False, "num_workers": 0, "drop_last": False, "find_unused_parameters": False,
     "dist_timeout_min": 180, "max_train_clips": None, "resume": True, "progress": True, "split_csv": None,
 }

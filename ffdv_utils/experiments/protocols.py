@@ -207,6 +207,24 @@ def evaluate_scores(split: Split, scores: pd.DataFrame) -> dict:
             out[f"tpr@fpr={metrics.fpr_name(fpr)}"] = float("nan")
     if "kind" in df:
         out.update({f"auc[{k}]": v for k, v in metrics.per_kind(df.target, df.score, df.kind).items()})
+        out.update(_unseen_auc(split, df))
+    return out
+
+
+def _unseen_auc(split: Split, df: pd.DataFrame) -> dict:
+    """``auc[unseen kinds]`` / ``auc[seen kinds]``: real clips against the fakes of the kinds absent from (present
+    in) the split's training fakes -- on the sample's test split, the test-only kinds -- when both exist."""
+    if "kind" not in split.train:
+        return {}
+    seen = set(split.train.loc[split.train.target > 0.5, "kind"].dropna())
+    fake = df.target > 0.5
+    unseen = fake & ~df.kind.isin(seen)
+    if not unseen.any() or unseen.sum() == fake.sum() or (~fake).sum() == 0:
+        return {}
+    out = {}
+    for name, part in (("unseen kinds", unseen), ("seen kinds", fake & ~unseen)):
+        keep = ~fake | part
+        out[f"auc[{name}]"] = metrics.auc(df.target[keep], df.score[keep])
     return out
 
 
@@ -217,7 +235,8 @@ def _eval_scores_from_run(run_name: str, split: Split, device: str = "auto", pro
     if clips is None:
         root = data_root_path(params["data_root"])
         clips = split.eval.assign(path=[str(root / f / n) for f, n in zip(split.eval.folder, split.eval.video_name)])
-    return predict_clips(model, params, clips[["video_name", "path"]], device=device, progress=progress)
+    return predict_clips(model, params, clips[["video_name", "path"]], device=device, progress=progress,
+                         cached_embeddings=True)
 
 
 def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[str, Any]],

@@ -27,6 +27,7 @@ from ..core.paths import project_root
 from ..core.schema import INFERENCE, TRAINING, with_defaults
 from ..features.batches import ClipDataset, batch_loader
 from ..features.clips import clip_features
+from ..features.embeddings import attach_embeddings
 from ..models.checkpoint import _load, checkpoint_path, load_model
 from ..models.registry import model_inputs
 from ..training.evaluate import predict_loader
@@ -44,11 +45,14 @@ def _cached_model(path: str, stamp: str, device: str) -> tuple[torch.nn.Module, 
 
 def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.DataFrame, tta: int = 1,
                   batch_size: int = 64, device: str = "auto", progress: bool = True,
-                  errors_csv: Path | None = None) -> pd.DataFrame:
+                  errors_csv: Path | None = None, cached_embeddings: bool = False) -> pd.DataFrame:
     """Scores for ``clips`` (video_name, path): video_name, score, status (ok | no_audio | fallback: <why>).
 
     Features come from ``features.clips.clip_features`` with the run's own parameters, and batches from the
-    training loader's batch reader (``features.batches.batch_loader``): the code path training used.
+    training loader's batch reader (``features.batches.batch_loader``): the code path training used. Frozen
+    backbones run on the clips' features (the test API), or with ``cached_embeddings`` their outputs come from the
+    embedding cache as in training (``features.embeddings``; computed once per clip, then shared by every run with
+    the same backbone weights: what a comparison scoring many runs on one split wants).
     """
     p = with_defaults(params, INFERENCE, TRAINING)
     dev = resolve_device(device)
@@ -63,6 +67,8 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
         feats = clip_features(p, present, model_inputs(model), progress=progress, errors_csv=errors_csv)
         ds = ClipDataset(present.video_name, np.zeros(len(present)), mels=feats.get("mels"),
                          has_audio=feats.get("has_audio"), faces=feats.get("faces"))
+        if cached_embeddings:
+            attach_embeddings(model, p, [ds], dev, progress=progress)
         loader = batch_loader(ds, batch_size)
         idx, s = predict_loader(model, loader, dev, amp_dtype(p["amp"], dev), tta=tta, progress=progress)
         rows = present["index"].to_numpy()

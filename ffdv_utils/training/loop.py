@@ -48,7 +48,7 @@ from ..models.rules import count_parameters
 from .augment import augment_faces, augment_mel, mix_batch
 from .evaluate import evaluate
 from .losses import total_loss
-from .real_only import clip_statistics, combine, fit_real_only
+from .real_only import clip_statistics, combine, fit_real_only, group_columns
 from .runtime import (
     _barrier,
     dist_info,
@@ -162,6 +162,11 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     builds (extracts) them first while the other ranks wait, then they read the finished cache.
     """
     p = resolve_model_params(with_defaults(params, TRAIN_DEFAULTS))  # input_norm concrete: saved in checkpoints
+    if not 0 <= float(p["real_only_weight"] or 0) <= 1:
+        raise ConfigError(f"real_only_weight must be in [0, 1] (1: the real-only score alone), "
+                          f"got {p['real_only_weight']}")
+    if float(p["real_only_weight"] or 0) > 0:
+        group_columns(p["real_only_groups"])  # an unknown group fails here, not after the training
     weights = pretrained_record(p)  # the ImageNet weights' file and sha256, into checkpoints and metrics.json
     device = resolve_device(p["device"])
     own_group = init_distributed(device, float(p["dist_timeout_min"]))

@@ -11,8 +11,20 @@ Per clip, from the feature cache (``clip_statistics``):
   clip's eye distance; and the mean frame-to-frame change of the face crops;
 - **voice**: how natural the spectrum is -- spectral flatness, the share of energy in the top quarter of the bands,
   smoothness across bands and along time, and the number of distinct levels (quantised spectra have few);
-- **face**: blending traces -- the sharpness (Laplacian energy) of the inner face against the whole crop, and the
-  colour step between the inner face and the ring round it.
+- **face**: blending traces -- the sharpness (Laplacian energy) of the inner face against the whole crop, the
+  colour step between the inner face and the ring round it, and how much more the inner face changes from frame to
+  frame than the ring (an interior that moves on its own);
+- **prosody**: how the pitch moves -- a harmonic-spacing track of the low mel bands (evenly spaced below 1 kHz),
+  the spread of log2 F0 over voiced columns and its step between neighbours, and the harmonic strength (natural
+  speech has intonation and breath; a vocoder's excitation is often flatter and more regular);
+- **consistency**: whether a clip is alike along its length -- the largest deviation of one quarter of the clip
+  from the whole, for the voice's spectral tilt and flatness and the inner face's sharpness and colour (a partly
+  replaced clip differs in one stretch).
+
+``STAT_GROUPS`` names the groups; ``real_only_groups`` chooses them (``DEFAULT_GROUPS``: sync, voice, face and
+prosody -- chosen on the validation split of the 600-clip sample, where every fake kind is unseen by this score
+because it never sees a fake: ``tools/real_only_study.py``, ``docs/runs/real_only_study600.csv``; motion and
+consistency lowered it there).
 
 ``RealOnlyModel.fit`` keeps only rows with target 0 (a test checks that no fake row reaches the fit), standardises
 them, and fits a Gaussian with Ledoit-Wolf shrinkage; ``score`` is the squared Mahalanobis distance d mapped to
@@ -81,21 +93,115 @@ def _voice_stats(mel: np.ndarray, has_audio: bool) -> list[float]:
     return [flat, top, across, along, levels]
 
 
-def _face_stats(faces: np.ndarray) -> list[float]:
+def _pitch_track(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of a uint8 log-mel image (128 slaney bands, 20 Hz - 8 kHz: the bands below 1 kHz are evenly
+    spaced, about 23 Hz apart): the harmonic spacing of the low bands, in bands, and how strong it is.
+
+    The spectrum of a voiced frame below 1 kHz is a comb of harmonics F0 apart: the autocorrelation of the mean-
+    removed low bands along frequency peaks at the lag of F0 (3-17 bands: 70-400 Hz). Returns (lag, peak) per
+    column; the lag is refined by a parabola through the peak and its neighbours."""
+    h = x.shape[0]
+    low = x[: max(8, int(round(h * 42 / 128)))].astype(np.float32)
+    low = low - low.mean(0, keepdims=True)
+    n = low.shape[0]
+    # the biased estimate (sum over n, not n - k) favours the shortest of equally good lags: multiples of the
+    # harmonic spacing (octave errors) lose against the spacing itself
+    ac = np.stack([(low[: n - k] * low[k:]).sum(0) / n for k in range(n // 2)])
+    ac = ac / (ac[0] + 1e-6)
+    lo, hi = 3, min(18, n // 2 - 1)
+    best = lo + ac[lo:hi].argmax(0)
+    cols = np.arange(x.shape[1])
+    a, b, c = ac[best - 1, cols], ac[best, cols], ac[best + 1, cols]
+    shift = np.clip(0.5 * (a - c) / (a - 2 * b + c - 1e-9), -0.5, 0.5)
+    return best + shift, b
+
+
+def _prosody_stats(mel: np.ndarray, has_audio: bool) -> list[float]:
+    """How the voice's pitch moves: the spread of log2 F0 over voiced columns (a natural voice has intonation), its
+    mean step between neighbouring voiced columns, and the median harmonic strength (a buzzy excitation has a
+    regular comb, breath and noise have little)."""
+    if not has_audio:
+        return [np.nan] * 3
+    x = mel.astype(np.float32)
+    lag, peak = _pitch_track(x)
+    loud = x.mean(0)
+    voiced = (loud > np.percentile(loud, 40)) & (peak > 0.15)
+    if voiced.sum() < 4:
+        return [np.nan, np.nan, float(np.median(peak))]
+    f0 = np.log2(lag[voiced])
+    steps = np.abs(np.diff(f0))
+    return [float(np.std(f0)), float(np.median(steps)), float(np.median(peak[voiced]))]
+
+
+def _window_spread(values: np.ndarray, n: int = 4) -> float:
+    """How unevenly a per-column (or per-frame) measure sits along the clip: the largest deviation of one of ``n``
+    equal windows' means from the clip's, in units of the measure's spread over the clip (a partly replaced clip
+    has one window unlike the rest)."""
+    v = np.asarray(values, np.float32)
+    v = v[np.isfinite(v)]
+    if v.size < 2 * n:
+        return np.nan
+    means = np.array([w.mean() for w in np.array_split(v, n)])
+    return float(np.abs(means - v.mean()).max() / (v.std() + 1e-6))
+
+
+def _consistency_stats(mel: np.ndarray, faces: np.ndarray, has_audio: bool) -> list[float]:
+    """Temporal consistency within a clip: window spreads of the voice's spectral tilt (share of energy above
+    the lower half of the bands) and flatness along the mel image, and of the inner face's sharpness and colour
+    along the frames."""
+    out = [np.nan, np.nan]
+    if has_audio:
+        x = mel.astype(np.float32)
+        loud = x.mean(0) > np.percentile(x.mean(0), 40)
+        lin = np.exp((x + 1.0) / 32.0)
+        h = x.shape[0]
+        tilt = lin[h // 2:].sum(0) / lin.sum(0)
+        flat = np.exp(np.log(lin).mean(0)) / lin.mean(0)
+        out = [_window_spread(tilt[loud]), _window_spread(flat[loud])]
+    sharp, colour = _inner_face_track(faces)
+    return out + [_window_spread(sharp), _window_spread(colour)]
+
+
+def _inner_face_track(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: Laplacian energy of the inner face over the whole crop's, and the inner face's mean grey level
+    over the ring round it."""
     t, s = faces.shape[:2]
+    inner, ring = _face_regions(s)
+    grey = faces.mean(3).astype(np.float32)
+    lap = np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
+    sharp = lap[:, inner].mean(1) / (lap.mean((1, 2)) + 1e-6)
+    colour = grey[:, inner].mean(1) / (grey[:, ring].mean(1) + 1e-6)
+    return sharp, colour
+
+
+def _face_regions(s: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:s, 0:s]
     d = ((xx - s / 2) / (0.26 * s)) ** 2 + ((yy - 0.55 * s) / (0.32 * s)) ** 2
-    inner, ring = d < 1, (d >= 1.2) & (d < 1.8)
+    return d < 1, (d >= 1.2) & (d < 1.8)
+
+
+def _face_stats(faces: np.ndarray) -> list[float]:
+    inner, ring = _face_regions(faces.shape[1])
     grey = faces.mean(3).astype(np.float32)
     lap = np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
     sharp = float(lap[:, inner].mean() / (lap.mean() + 1e-6))
     step = float(np.abs(faces[:, inner].mean((0, 1)) - faces[:, ring].mean((0, 1))).mean())
-    return [sharp, step]
+    # inner-face motion against the ring's: a face interior that moves on its own (re-enacted, warped) swims
+    diff = np.abs(np.diff(grey, axis=0)) if len(grey) > 1 else np.zeros((1,) + grey.shape[1:], np.float32)
+    swim = float(diff[:, inner].mean() / (diff[:, ring].mean() + 1e-6))
+    return [sharp, step, swim]
 
 
-STAT_NAMES = (["sync_lag0", "sync_best", "sync_best_lag", "landmark_jerk", "eye_distance_spread",
-               "eye_mouth_spread", "frame_change", "spectral_flatness", "top_band_share", "smooth_across_bands",
-               "smooth_along_time", "levels", "inner_sharpness", "inner_ring_colour_step"])
+STAT_GROUPS: dict[str, list[str]] = {
+    "sync": ["sync_lag0", "sync_best", "sync_best_lag"],
+    "motion": ["landmark_jerk", "eye_distance_spread", "eye_mouth_spread", "frame_change"],
+    "voice": ["spectral_flatness", "top_band_share", "smooth_across_bands", "smooth_along_time", "levels"],
+    "face": ["inner_sharpness", "inner_ring_colour_step", "inner_motion_ratio"],
+    "prosody": ["pitch_spread", "pitch_step", "harmonicity"],
+    "consistency": ["tilt_window_spread", "flatness_window_spread", "sharpness_window_spread",
+                    "colour_window_spread"],
+}
+STAT_NAMES = [name for group in STAT_GROUPS.values() for name in group]
 
 
 def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int = 32,
@@ -118,8 +224,9 @@ def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int =
                 lm = store.landmarks(names[i], frame=True) if getattr(store, "has_landmarks", False) else None
                 has_audio = bool(ds.has_audio[i])
                 s = list(sync[j]) if has_audio else [np.nan] * 3
-                rows.append(s + _motion_stats(lm, faces) + _voice_stats(raw["mel"][j, 0].numpy(), has_audio)
-                            + _face_stats(faces))
+                mel = raw["mel"][j, 0].numpy()
+                rows.append(s + _motion_stats(lm, faces) + _voice_stats(mel, has_audio) + _face_stats(faces)
+                            + _prosody_stats(mel, has_audio) + _consistency_stats(mel, faces, has_audio))
     out = pd.DataFrame(rows, columns=STAT_NAMES)
     out.insert(0, "video_name", names)
     for col in ("target", "split", "kind"):
@@ -191,9 +298,23 @@ def combine(model_scores: Sequence[float], real_only_scores: Sequence[float], we
     return (1 - weight) * np.asarray(model_scores, float) + weight * np.asarray(real_only_scores, float)
 
 
+DEFAULT_GROUPS = ("sync", "voice", "face", "prosody")
+
+
+def group_columns(groups: Sequence[str] | None) -> list[str]:
+    """The statistics of ``groups`` (names of ``STAT_GROUPS``; None: ``DEFAULT_GROUPS``), in table order."""
+    groups = list(DEFAULT_GROUPS if groups is None else groups)
+    unknown = [g for g in groups if g not in STAT_GROUPS]
+    if unknown or not groups:
+        raise ValueError(f"real_only_groups: unknown group(s) {unknown} (known: {', '.join(STAT_GROUPS)})"
+                         if unknown else "real_only_groups is empty: name at least one group of statistics")
+    return [c for g, cols in STAT_GROUPS.items() if g in groups for c in cols]
+
+
 def fit_real_only(params: Mapping[str, Any], train: pd.DataFrame, progress: bool = False) -> RealOnlyModel:
-    """Statistics of the training clips, then the fit on their real ones only."""
-    return RealOnlyModel().fit(clip_statistics(params, train, progress=progress))
+    """Statistics of the training clips, then the fit on their real ones only (``real_only_groups``)."""
+    columns = group_columns(params.get("real_only_groups"))
+    return RealOnlyModel(columns=columns).fit(clip_statistics(params, train, progress=progress))
 
 
 def rank_average(*scores: Sequence[float], weights: Sequence[float] | None = None) -> np.ndarray:
