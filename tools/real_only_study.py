@@ -41,7 +41,7 @@ def statistics_table(run: str, params_file: Path, data_root: Path, kinds_csv: Pa
     params = {**TRAIN_DEFAULTS, **read_yaml(params_file), "data_root": str(data_root)}
     clips = labelled_frame(data_root)
     kinds = pd.read_csv(kinds_csv)[["video_name", "kind"]]
-    clips = clips.drop(columns=[c for c in ("kind",) if c in clips]).merge(kinds, on="video_name", how="left")
+    clips = clips.drop(columns="kind", errors="ignore").merge(kinds, on="video_name", how="left")
     table = clip_statistics(params, clips, progress=True)
     table.to_csv(cached, index=False)
     return table
@@ -52,8 +52,6 @@ def group_scores(model_by_group: dict[str, RealOnlyModel], table: pd.DataFrame, 
     -log tail."""
     logs = []
     for m in model_by_group.values():
-        if not m.columns:
-            continue
         d = m.distance(table)
         tail = -sps.chi2.logsf(d, df=len(m.columns))
         logs.append(np.where(np.isfinite(tail), tail, d / 2))  # far out, -log tail grows like d / 2
@@ -74,13 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     fake_kinds = sorted(val.loc[val.target == 1, "kind"].dropna().unique())
 
     def per_kind(score: np.ndarray) -> dict[str, float]:
-        y = val.target.to_numpy(int)
-        row = {"all": metrics.auc(y, score)}
-        for k in fake_kinds:
-            keep = (val.kind == k).to_numpy() | (y == 0)
-            row[k] = metrics.auc(y[keep], score[keep])
-        row["mean_kind"] = float(np.mean([row[k] for k in fake_kinds]))
-        return row
+        kinds = metrics.per_kind(val.target, score, val.kind)
+        return {"all": metrics.auc(val.target, score), **kinds, "mean_kind": float(np.mean(list(kinds.values())))}
 
     rows = []
     real = train[train.target == 0]

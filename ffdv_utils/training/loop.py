@@ -162,11 +162,11 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     builds (extracts) them first while the other ranks wait, then they read the finished cache.
     """
     p = resolve_model_params(with_defaults(params, TRAIN_DEFAULTS))  # input_norm concrete: saved in checkpoints
-    if not 0 <= float(p["real_only_weight"] or 0) <= 1:
-        raise ConfigError(f"real_only_weight must be in [0, 1] (1: the real-only score alone), "
-                          f"got {p['real_only_weight']}")
-    if float(p["real_only_weight"] or 0) > 0:
-        group_columns(p["real_only_groups"])  # an unknown group fails here, not after the training
+    weight = float(p["real_only_weight"] or 0)  # the real-only score's settings fail here, not after the training
+    if not 0 <= weight <= 1:
+        raise ConfigError(f"real_only_weight must be in [0, 1] (1: the real-only score alone), got {weight}")
+    if weight > 0:
+        group_columns(p["real_only_groups"])
     weights = pretrained_record(p)  # the ImageNet weights' file and sha256, into checkpoints and metrics.json
     device = resolve_device(p["device"])
     own_group = init_distributed(device, float(p["dist_timeout_min"]))
@@ -297,7 +297,6 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     idx, scores = evaluate(model, val_loader, device, amp, channels_last, world)
     extra: dict[str, Any] = {}
     model_scores = scores
-    weight = float(p["real_only_weight"] or 0)
     if weight > 0:
         scores, extra = _with_real_only(p, train_ds, val_ds, idx, scores, weight, best_path, best, rank, run)
     final = metrics.summarize(val_ds.targets[idx], scores)

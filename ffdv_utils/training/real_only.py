@@ -145,10 +145,10 @@ def _window_spread(values: np.ndarray, n: int = 4) -> float:
     return float(np.abs(means - v.mean()).max() / (v.std() + 1e-6))
 
 
-def _consistency_stats(mel: np.ndarray, faces: np.ndarray, has_audio: bool) -> list[float]:
+def _consistency_stats(mel: np.ndarray, face: "_FaceMaps", has_audio: bool) -> list[float]:
     """Temporal consistency within a clip: window spreads of the voice's spectral tilt (share of energy above
-    the lower half of the bands) and flatness along the mel image, and of the inner face's sharpness and colour
-    along the frames."""
+    the lower half of the bands) and flatness along the mel image, and of the inner face's sharpness (Laplacian
+    energy over the whole crop's) and grey level (over the ring's) along the frames."""
     out = [np.nan, np.nan]
     if has_audio:
         x = mel.astype(np.float32)
@@ -158,32 +158,33 @@ def _consistency_stats(mel: np.ndarray, faces: np.ndarray, has_audio: bool) -> l
         tilt = lin[h // 2:].sum(0) / lin.sum(0)
         flat = np.exp(np.log(lin).mean(0)) / lin.mean(0)
         out = [_window_spread(tilt[loud]), _window_spread(flat[loud])]
-    sharp, colour = _inner_face_track(faces)
+    sharp = face.lap[:, face.inner].mean(1) / (face.lap.mean((1, 2)) + 1e-6)
+    colour = face.grey[:, face.inner].mean(1) / (face.grey[:, face.ring].mean(1) + 1e-6)
     return out + [_window_spread(sharp), _window_spread(colour)]
 
 
-def _inner_face_track(faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per frame: Laplacian energy of the inner face over the whole crop's, and the inner face's mean grey level
-    over the ring round it."""
-    t, s = faces.shape[:2]
-    inner, ring = _face_regions(s)
-    grey = faces.mean(3).astype(np.float32)
-    lap = np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
-    sharp = lap[:, inner].mean(1) / (lap.mean((1, 2)) + 1e-6)
-    colour = grey[:, inner].mean(1) / (grey[:, ring].mean(1) + 1e-6)
-    return sharp, colour
+@dataclass
+class _FaceMaps:
+    """One clip's face crops as the face and consistency statistics read them, computed once: grey frames, their
+    Laplacian magnitude, and the inner-face ellipse and the ring round it."""
+
+    grey: np.ndarray
+    lap: np.ndarray
+    inner: np.ndarray
+    ring: np.ndarray
+
+    @classmethod
+    def of(cls, faces: np.ndarray) -> "_FaceMaps":
+        s = faces.shape[1]
+        yy, xx = np.mgrid[0:s, 0:s]
+        d = ((xx - s / 2) / (0.26 * s)) ** 2 + ((yy - 0.55 * s) / (0.32 * s)) ** 2
+        grey = faces.mean(3).astype(np.float32)
+        lap = np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
+        return cls(grey, lap, d < 1, (d >= 1.2) & (d < 1.8))
 
 
-def _face_regions(s: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[0:s, 0:s]
-    d = ((xx - s / 2) / (0.26 * s)) ** 2 + ((yy - 0.55 * s) / (0.32 * s)) ** 2
-    return d < 1, (d >= 1.2) & (d < 1.8)
-
-
-def _face_stats(faces: np.ndarray) -> list[float]:
-    inner, ring = _face_regions(faces.shape[1])
-    grey = faces.mean(3).astype(np.float32)
-    lap = np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
+def _face_stats(faces: np.ndarray, face: _FaceMaps) -> list[float]:
+    inner, ring, grey, lap = face.inner, face.ring, face.grey, face.lap
     sharp = float(lap[:, inner].mean() / (lap.mean() + 1e-6))
     step = float(np.abs(faces[:, inner].mean((0, 1)) - faces[:, ring].mean((0, 1))).mean())
     # inner-face motion against the ring's: a face interior that moves on its own (re-enacted, warped) swims
@@ -224,9 +225,9 @@ def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int =
                 lm = store.landmarks(names[i], frame=True) if getattr(store, "has_landmarks", False) else None
                 has_audio = bool(ds.has_audio[i])
                 s = list(sync[j]) if has_audio else [np.nan] * 3
-                mel = raw["mel"][j, 0].numpy()
-                rows.append(s + _motion_stats(lm, faces) + _voice_stats(mel, has_audio) + _face_stats(faces)
-                            + _prosody_stats(mel, has_audio) + _consistency_stats(mel, faces, has_audio))
+                mel, face = raw["mel"][j, 0].numpy(), _FaceMaps.of(faces)
+                rows.append(s + _motion_stats(lm, faces) + _voice_stats(mel, has_audio) + _face_stats(faces, face)
+                            + _prosody_stats(mel, has_audio) + _consistency_stats(mel, face, has_audio))
     out = pd.DataFrame(rows, columns=STAT_NAMES)
     out.insert(0, "video_name", names)
     for col in ("target", "split", "kind"):
