@@ -177,3 +177,58 @@ def test_predict_clips_with_cached_embeddings_scores_as_on_raw_clips(frozen: dic
     assert n_raw > 0 and len(calls) == n_raw  # the cached path never ran the mel backbone
     assert list(raw.video_name) == list(cached.video_name) and (cached.status == "ok").all()
     assert np.allclose(raw.score, cached.score, atol=1e-2)
+
+
+def test_pseudo_fake_embeddings_are_the_backbones_and_are_computed_once(sample: dict) -> None:
+    """A pseudo-fake's cached embedding is what the frozen backbone gives on its crops and mel image; a second bank
+    (a later seed, fold or run) reads it back without running the backbone."""
+    from ffdv_utils.features.batches import prepare_batch
+    from ffdv_utils.features.embeddings import PseudoEmbeddings
+
+    p = _params(sample, face_frames=6, pseudo_fakes={"face_blend": 0.35, "splice": 0.35, "voice": 0.3},
+                pseudo_local=0.5)
+    torch.manual_seed(0)
+    model = create_model(p).eval()
+    train, _ = clip_datasets(p, model_inputs(model), progress=False)
+    folders = attach_embeddings(model, p, [train], progress=False)
+    rows = list(range(len(train)))
+    batch = train.get_batch(rows, epoch=0)
+    stale_faces, stale_mel = batch["face_stale"].clone(), batch["mel_stale"].clone()
+    assert stale_faces.any() and stale_mel.any()
+    bank = PseudoEmbeddings(model.frozen_backbones(), folders, train)
+    filled = bank.fill(batch)
+    assert not filled["face_stale"].any() and not filled["mel_stale"].any() and bank.computed > 0
+    raw = prepare_batch(batch)
+    with torch.no_grad():
+        for r in stale_faces.nonzero().flatten().tolist():
+            direct = model.visual.backbone(raw["faces"][r])
+            assert torch.allclose(filled["face_emb"][r], direct, atol=2e-2, rtol=1e-2)
+        for r in stale_mel.nonzero().flatten().tolist():
+            direct = model.audio.backbone(raw["mel"][r:r + 1])[0]
+            assert torch.allclose(filled["mel_emb"][r], direct, atol=2e-2, rtol=1e-2)
+    fresh = ~(stale_faces | stale_mel)
+    assert torch.equal(filled["face_emb"][fresh], batch["face_emb"][fresh])  # untouched rows keep theirs
+    again = PseudoEmbeddings(model.frozen_backbones(), folders, train).fill(train.get_batch(rows, epoch=0))
+    assert torch.equal(again["face_emb"], filled["face_emb"]) and torch.equal(again["mel_emb"], filled["mel_emb"])
+    reread = PseudoEmbeddings(model.frozen_backbones(), folders, train)
+    reread.fill(train.get_batch(rows, epoch=0))
+    assert reread.computed == 0  # read back from the cache folder
+
+
+def test_pseudo_fake_frames_equal_to_the_clips_own_reuse_their_embeddings(frozen: dict) -> None:
+    """Spliced-in frames are frames of the clip: their embeddings come from the cache, not the backbone."""
+    from ffdv_utils.features.embeddings import PseudoEmbeddings
+
+    train, model = frozen["train"], frozen["model"]
+    bank = PseudoEmbeddings(model.frozen_backbones(), frozen["folders"], train)
+    calls = []
+    backbone = bank.backbones["faces"]
+    handle = backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        own = train._faces(0)
+        reordered = own[::-1].copy()
+        out = bank._fresh_faces([(0, reordered)])[0]
+    finally:
+        handle.remove()
+    assert calls == []  # no frame went through the backbone
+    assert np.array_equal(out, np.asarray(train.embeddings["face_emb"][0])[::-1])

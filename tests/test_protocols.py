@@ -69,6 +69,27 @@ def test_held_out_kind_never_trains_on_the_held_out_kind(data_root) -> None:
     assert set(plain.train.split) == {"train"} and set(plain.eval.split) == {"val"}
 
 
+def test_held_out_identity_never_trains_on_a_face_it_evaluates(data_root) -> None:
+    kinds_csv = data_root.parent / "answers" / "manipulations.csv"
+    table = pd.read_csv(kinds_csv)
+    table["identity"] = [f"p{i % 7}" for i in range(len(table))]  # 7 people, each in train and val
+    table.to_csv(kinds_csv, index=False)
+    splits = make_splits(data_root, ["held_out_identity"], kinds_csv=kinds_csv, cluster_folds=2)
+    assert [s.protocol for s in splits] == ["held_out_identity"] * 2
+    labelled = table[table.split != "test"]
+    evaluated = pd.concat([s.eval for s in splits])
+    assert sorted(evaluated.video_name) == sorted(labelled.video_name)  # every clip evaluated exactly once
+    for s in splits:
+        assert not set(s.train.identity) & set(s.eval.identity)  # nobody on both sides
+        assert len(s.train) + len(s.eval) == len(labelled) and s.eval.target.nunique() == 2
+    sizes = [len(s.eval) for s in splits]
+    assert max(sizes) - min(sizes) <= labelled.identity.value_counts().max()  # folds balanced by clip count
+    bare = data_root.parent / "answers" / "kinds_only.csv"
+    table.drop(columns="identity").to_csv(bare, index=False)
+    with pytest.warns(UserWarning, match="identity column"):
+        assert make_splits(data_root, ["held_out_identity"], kinds_csv=bare) == []
+
+
 def test_without_kinds_the_cluster_protocol_stands_in(sample) -> None:
     """No kinds: held_out_kind becomes cluster, clustered on the clips' real statistics (media index, mel images and
     face crops of the sample's clips), whole clusters held out."""

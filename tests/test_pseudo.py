@@ -26,25 +26,57 @@ def _clip(seed: int = 0, t: int = 8, s: int = 64) -> dict:
     return {"faces": faces, "mel": mel, "mouths": mouths, "has_audio": True}
 
 
-def _run(name: str, clip: dict, seed: int = 3, index: int = 5, epoch: int = 0) -> tuple[dict, tuple[str, ...]]:
+def _run(name: str, clip: dict, seed: int = 3, key: str = "clip5", variant: int = 0,
+         local: float = 0.0) -> tuple[dict, tuple[str, ...]]:
     out = dict(clip)
-    branches = PseudoFakes({name: 1.0}, seed=seed).apply_one(name, out, index, epoch)
+    branches = PseudoFakes({name: 1.0}, seed=seed, local=local).apply_one(name, out, key, variant)
     return out, branches
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
-def test_a_family_is_deterministic_for_seed_epoch_and_clip(name: str) -> None:
+def test_a_family_is_deterministic_for_clip_and_variant(name: str) -> None:
     clip = _clip()
     a, _ = _run(name, clip)
-    b, _ = _run(name, clip)
-    c, _ = _run(name, clip, epoch=1)
-    d, _ = _run(name, clip, index=6)
+    b, _ = _run(name, clip, seed=4)  # a variant's content does not depend on the training seed (cached embeddings)
     changed = [k for k in ("faces", "mel", "mouths") if not np.array_equal(a[k], clip[k])]
     assert changed, f"{name} changed nothing"
-    assert all(np.array_equal(a[k], b[k]) for k in changed)
-    assert any(not np.array_equal(a[k], c[k]) for k in changed) or any(not np.array_equal(a[k], d[k])
-                                                                     for k in changed)
+    assert all(np.array_equal(a[k], b[k]) for k in ("faces", "mel", "mouths"))
+    others = [_run(name, clip, variant=1)[0], _run(name, clip, key="clip6")[0]]
+    assert all(any(not np.array_equal(a[k], o[k]) for k in changed) for o in others)  # another variant, another clip
     assert np.array_equal(clip["faces"], _clip()["faces"])  # the input arrays are never edited in place
+
+
+def test_the_draw_is_deterministic_for_seed_epoch_and_clip_name() -> None:
+    pf = PseudoFakes({"voice": 0.3, "splice": 0.3}, seed=1, variants=4)
+    draws = [pf.draw(f"c{i}", 0) for i in range(200)]
+    assert draws == [PseudoFakes({"voice": 0.3, "splice": 0.3}, seed=1, variants=4).draw(f"c{i}", 0)
+                     for i in range(200)]
+    assert draws != [pf.draw(f"c{i}", 1) for i in range(200)]  # a new draw every epoch
+    assert draws != [PseudoFakes({"voice": 0.3, "splice": 0.3}, seed=2, variants=4).draw(f"c{i}", 0)
+                     for i in range(200)]
+    made = [d for d in draws if d is not None]
+    assert 0.45 < len(made) / len(draws) < 0.75  # the probabilities add up to 0.6
+    assert {d[1] for d in made} == {0, 1, 2, 3} and {d[0] for d in made} == {"voice", "splice"}
+
+
+@pytest.mark.parametrize("name", ["face_blend", "voice", "av_offset", "mouth_reorder"])
+def test_a_partial_pseudo_fake_changes_one_segment_only(name: str) -> None:
+    clip = _clip(t=16)
+    for variant in range(4):
+        whole, _ = _run(name, clip, variant=variant)
+        part, _ = _run(name, clip, variant=variant, local=1.0)
+        start, end = part["segment"]
+        assert 0.25 - 1e-9 <= end - start <= 0.6 + 1e-9 and 0 <= start and end <= 1
+        t, w = clip["faces"].shape[0], clip["mel"].shape[1]
+        frames_in = ((np.arange(t) + 0.5) / t >= start) & ((np.arange(t) + 0.5) / t < end)
+        cols_in = ((np.arange(w) + 0.5) / w >= start) & ((np.arange(w) + 0.5) / w < end)
+        # outside the segment: the real clip; inside: the whole-clip pseudo-fake
+        assert np.array_equal(part["faces"][~frames_in], clip["faces"][~frames_in])
+        assert np.array_equal(part["faces"][frames_in], whole["faces"][frames_in])
+        assert np.array_equal(part["mouths"][~frames_in], clip["mouths"][~frames_in])
+        assert np.array_equal(part["mel"][:, ~cols_in], clip["mel"][:, ~cols_in])
+        assert np.array_equal(part["mel"][:, cols_in], whole["mel"][:, cols_in])
+        assert any(not np.array_equal(part[k], clip[k]) for k in ("faces", "mel", "mouths"))
 
 
 def test_face_blend_changes_only_the_inner_face() -> None:
@@ -61,12 +93,12 @@ def test_face_blend_changes_only_the_inner_face() -> None:
 
 def test_voice_changes_the_spectrum_but_keeps_the_loudness_of_every_column() -> None:
     clip = _clip()
-    for seed in range(6):  # every op mix the family can draw
-        out, branches = _run("voice", clip, seed=seed)
+    for variant in range(6):  # every op mix the family can draw
+        out, branches = _run("voice", clip, variant=variant)
         assert branches == ("audio",) and np.array_equal(out["faces"], clip["faces"])
         assert np.abs(out["mel"].astype(int) - clip["mel"].astype(int)).mean() > 1
         env, env0 = out["mel"].astype(float).mean(0), clip["mel"].astype(float).mean(0)
-        assert np.corrcoef(env, env0)[0, 1] > 0.97, seed  # the words: the energy envelope stays
+        assert np.corrcoef(env, env0)[0, 1] > 0.97, variant  # the words: the energy envelope stays
 
 
 def test_av_offset_moves_the_sound_against_the_picture() -> None:
@@ -94,8 +126,8 @@ def test_mouth_reorder_touches_the_mouth_only() -> None:
 def test_splice_replaces_one_run_of_frames_or_one_span_of_the_mel() -> None:
     clip = _clip(t=16)
     kinds = set()
-    for seed in range(8):
-        out, branches = _run("splice", clip, seed=seed)
+    for variant in range(8):
+        out, branches = _run("splice", clip, variant=variant)
         if "visual" in branches:
             same = [np.array_equal(out["faces"][f], clip["faces"][f]) for f in range(16)]
             changed = np.flatnonzero(~np.array(same))
@@ -138,6 +170,13 @@ def test_the_loader_turns_only_real_clips_into_pseudo_fakes_with_branch_targets(
     assert torch.equal(ds[made[0]]["faces"], batch["faces"][made[0]])  # an item is its batch row
     other = ds.get_batch(list(range(n)), epoch=1)["pseudo_family"]
     assert other != fam  # a new draw every epoch
+    # the draw follows the clip, not its row: the same clips in another order get the same pseudo-fakes
+    order = list(range(n))[::-1]
+    shuffled = ClipDataset([f"c{i}" for i in order], targets[order], mels=mels[order], faces=faces[order],
+                           pseudo=PseudoFakes({"face_blend": 0.5, "voice": 0.5}, seed=1))
+    again = shuffled.get_batch(list(range(n)), epoch=0)
+    assert again["pseudo_family"] == fam[::-1]
+    assert torch.equal(again["faces"], batch["faces"].flip(0)) and torch.equal(again["mel"], batch["mel"].flip(0))
 
 
 def test_pseudo_fake_settings_are_checked() -> None:

@@ -61,6 +61,23 @@ def test_statistics_of_real_sample_clips(sample: dict) -> None:
     assert (table.levels > 1).all() and table.sync_lag0.between(-1, 1).all()
 
 
+def test_statistics_are_computed_once_per_clip_and_read_back(sample: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ffdv_utils.training import real_only
+
+    params = {**TRAIN_DEFAULTS, **FEAT, "data_root": str(sample["data_root"])}
+    clips = labelled_clips(sample["data_root"])
+    first = clip_statistics(params, clips)  # (another test may have filled the cache already)
+    calls = []
+    compute = real_only._statistics_rows
+    monkeypatch.setattr(real_only, "_statistics_rows", lambda ds, store, rows, batch: calls.append(list(rows))
+                        or compute(ds, store, rows, batch))
+    again = clip_statistics(params, clips.iloc[::-1].reset_index(drop=True))
+    assert calls == []  # every row read from the cache
+    pd.testing.assert_frame_equal(again.iloc[::-1].reset_index(drop=True), first, check_exact=True)
+    other = clip_statistics({**params, "face_frames": 3}, clips.iloc[:2])  # other features: other entries
+    assert calls == [[0, 1]] and len(other) == 2
+
+
 @pytest.mark.slow
 def test_a_run_with_real_only_weight_scores_the_test_api_with_it(sample: dict, tmp_path: Path) -> None:
     import torch
@@ -118,6 +135,50 @@ def test_window_spread_sees_one_replaced_stretch() -> None:
     replaced[16:32] += 4.0  # one window unlike the rest
     assert _window_spread(replaced) > 1.2 > 0.6 > _window_spread(steady)
     assert np.isnan(_window_spread(np.ones(5)))
+
+
+def test_local_correlation_finds_the_window_where_the_mouth_stops_following_the_sound() -> None:
+    import torch
+
+    from ffdv_utils.training.real_only import _local_correlation, local_window
+
+    t = 16
+    rng = np.random.default_rng(0)
+    energy = rng.normal(0, 1, t)
+    mouth = energy + rng.normal(0, 0.2, t)  # in sync everywhere
+    partial = mouth.copy()
+    partial[5:11] = -energy[5:11] + rng.normal(0, 0.2, 6)  # 6 frames where the lips go against the sound
+    a = torch.tensor(np.stack([energy, energy]), dtype=torch.float32)
+    b = torch.tensor(np.stack([mouth, partial]), dtype=torch.float32)
+    whole = [np.corrcoef(energy, x)[0, 1] for x in (mouth, partial)]
+    local = _local_correlation(a, b, local_window(t)).numpy()
+    assert local_window(16) == 6 and local_window(3) == 3
+    assert local[0] > 0.8 and local[1] < -0.3  # the broken window stands out, not an average over windows
+    assert whole[1] - local[1] > 0.3  # where the clip's own correlation stays much higher
+
+
+def test_local_face_statistics_see_a_stretch_of_softened_face() -> None:
+    import cv2
+
+    from ffdv_utils.training.real_only import _FaceMaps, _local_face_stats
+
+    rng = np.random.default_rng(0)
+    faces = np.clip(rng.normal(120, 30, (16, 64, 64, 3)), 0, 255).astype(np.uint8)
+    inner = _FaceMaps.of(faces).inner
+    soft = faces.copy()
+    for f in range(6, 10):  # four frames whose face interior was decoded (blurred)
+        soft[f][inner] = cv2.GaussianBlur(faces[f], (0, 0), 2.0)[inner]
+    steady, partial = _local_face_stats(_FaceMaps.of(faces)), _local_face_stats(_FaceMaps.of(soft))
+    assert partial[0] > steady[0] + 0.5  # sharpness: log units
+    longer = soft.copy()
+    for f in (4, 5):
+        longer[f][inner] = cv2.GaussianBlur(faces[f], (0, 0), 2.0)[inner]
+    # a peak over short windows: 6 softened frames read like 4 (a clip-wide average would grow by half)
+    assert abs(_local_face_stats(_FaceMaps.of(longer))[0] - partial[0]) < 0.15 * partial[0]
+    whole = faces.copy()
+    for f in range(16):
+        whole[f][inner] = cv2.GaussianBlur(faces[f], (0, 0), 2.0)[inner]
+    assert _local_face_stats(_FaceMaps.of(whole))[0] < steady[0] + 0.2  # a whole-clip change is not a local one
 
 
 def test_groups_choose_the_statistics_and_unknown_groups_are_refused() -> None:

@@ -203,6 +203,8 @@ def compare_nb():
         "- `plain`: train split -> val split.\n"
         "- `held_out_kind` (needs `kinds_csv`, e.g. the sample data's `answers/manipulations.csv`): train without "
         "one manipulation kind, evaluate on real clips plus that kind -- an attack the model never saw.\n"
+        "- `held_out_identity` (needs `kinds_csv` with an `identity` column, as the sample data's): whole "
+        "identities held out -- faces and voices the model never saw, as in FFDV's test set.\n"
         "- `cluster` (kinds unknown): train + val clustered on media / feature statistics, whole clusters held "
         "out.\n"
         "- `test` (needs `test_labels`): train split -> labelled test split (sample data).\n\n"
@@ -233,7 +235,7 @@ plots.auc_intervals(board, run.path("figures", "protocol_auc_intervals.png"));
          ("code", """
 experiments.detail_table(results).round(3)
 """),
-         ("md", "ROC curves per protocol split (cluster folds pooled; log FPR):"),
+         ("md", "ROC curves per protocol split (cluster and identity folds pooled; log FPR):"),
          ("code", """
 experiments.plot_protocol_rocs(experiments.protocol_curves(results, run.dir), run.path("figures", "protocol_roc.png"));
 """),

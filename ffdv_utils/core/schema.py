@@ -59,7 +59,9 @@ MODEL: dict[str, Any] = {
 
 # training: the public baseline's recipe (Adam 3e-3, StepLR(4, 0.85), 10 epochs, batch 40, flips) and the runtime.
 # ``pseudo_fakes``: {family: probability} of turning a real training clip into a pseudo-fake (``ffdv_utils.pseudo``:
-# face_blend, voice, av_offset, mouth_reorder, splice); ``pseudo_fakes_off``: families switched off (protocols).
+# face_blend, voice, av_offset, mouth_reorder, splice); ``pseudo_fakes_off``: families switched off (protocols);
+# ``pseudo_variants``: how many variants of a (clip, family) exist (their frozen embeddings are cached once);
+# ``pseudo_local``: the probability that a pseudo-fake is confined to one segment of the clip (partial manipulation).
 # ``real_only_weight``: w > 0 fits the real-only score on the real training clips (``training.real_only``) and the
 # run scores (1 - w) * model + w * real-only, in validation and in the test API; ``real_only_groups``: which groups
 # of statistics it uses (``training.real_only.STAT_GROUPS``)
@@ -67,7 +69,8 @@ TRAINING: dict[str, Any] = {
     "epochs": 10, "batch_size": 40, "optimizer": "adam", "lr": 3.0e-3, "weight_decay": 0.0, "scheduler": "step",
     "step_size": 4, "gamma": 0.85, "warmup_epochs": 0, "loss": "bce", "focal_gamma": 2.0, "pos_weight": None,
     "label_smoothing": 0.0, "augment": "baseline", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
-    "av_swap_prob": 0.0, "pseudo_fakes": {}, "pseudo_fakes_off": [], "real_only_weight": 0.0,
+    "av_swap_prob": 0.0, "pseudo_fakes": {}, "pseudo_fakes_off": [], "pseudo_variants": 4,
+    "pseudo_local": 0.0, "real_only_weight": 0.0,
     "real_only_groups": ["sync", "voice", "face", "prosody"], "select_metric": "auc", "seed": 42,
     "device": "auto", "amp": "auto", "channels_last": True,
     "compile": False, "deterministic": False, "num_workers": 0, "drop_last": False, "find_unused_parameters": False,
@@ -97,8 +100,10 @@ CANDIDATES: dict[str, Any] = {
                    {"name": "fusion", "model_type": "fusion", "av_swap_prob": 0.4},
                    {"name": "marle", "model_type": "marle", "marle_audio": "both", "av_swap_prob": 0.4}],
     "shared": {}}
-# ``seed``: the clustering's; ``seeds``: training seeds per (candidate, split) -- a count (the 03 seed and the ones
-# after it) or a list; the leaderboard reports mean +- sd over them (use >= 3 to compare; 1 keeps the demo fast)
+# ``eval_protocols``: plain, held_out_kind, held_out_identity (needs an identity column in ``kinds_csv``), cluster,
+# test; ``cluster_folds``: folds of the cluster and held_out_identity protocols; ``seed``: the clustering's;
+# ``seeds``: training seeds per (candidate, split) -- a count (the 03 seed and the ones after it) or a list; the
+# leaderboard reports mean +- sd over them (use >= 3 to compare; 1 keeps the demo fast)
 PROTOCOLS: dict[str, Any] = {"eval_protocols": ["plain", "held_out_kind", "cluster", "test"], "kinds_csv": None,
                              "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0, "seeds": 1}
 BACKBONES: dict[str, Any] = {

@@ -3,6 +3,7 @@
 - ``plain``: the label files' train split trains, the val split evaluates.
 - ``held_out_kind``: one split per fake kind K: train without K, evaluate on real clips plus every K fake.
 - ``cluster``: whole clusters of clips held out (the clustering itself is ``experiments.protocols``).
+- ``held_out_identity``: whole identities held out (who is speaking; the sample data's answers name them).
 - ``test``: train split trains, a labelled test split evaluates (sample data: ``answers/test_label.txt``).
 
 A split is written as a CSV (``video_name, part, target, folder``; ``part`` is train or eval, ``folder`` is
@@ -108,6 +109,31 @@ def cluster_splits(clips: pd.DataFrame, clusters: Sequence[int], n_folds: int = 
         note = "" if evals.target.nunique() == 2 else "eval part holds one class only: AUC undefined"
         out.append(Split("cluster", f"cluster-{f}", train.reset_index(drop=True), evals.reset_index(drop=True),
                          held_out="clusters " + ",".join(map(str, held)), note=note))
+    return out
+
+
+def held_out_identity_splits(clips: pd.DataFrame, n_folds: int = 2) -> list[Split]:
+    """Whole identities held out: the identities of the train and val splits are dealt to ``n_folds`` folds (most
+    clips first, to the fold with fewest clips; ties by name); fold f evaluates on every clip of its identities, real
+    and fake, and trains on the clips of all the others. ``clips`` needs ``identity`` (``attach_kinds`` with an
+    answers file that has it); a clip without one stays in every training part. The kinds are all seen in training:
+    what is unseen is the face and the voice."""
+    known = clips[clips.identity.astype(str) != ""]
+    sizes = known.identity.value_counts()
+    order = sorted(sizes.index, key=lambda who: (-int(sizes[who]), str(who)))
+    n_folds = max(2, min(int(n_folds), len(order)))
+    fold_of, load = {}, [0] * n_folds
+    for who in order:
+        f = int(np.argmin(load))
+        fold_of[who], load[f] = f, load[f] + int(sizes[who])
+    fold = clips.identity.map(fold_of)
+    out = []
+    for f in range(n_folds):
+        evals, train = clips[fold == f], clips[fold != f]
+        note = "" if evals.target.nunique() == 2 else "eval part holds one class only: AUC undefined"
+        out.append(Split("held_out_identity", f"identity-{f}", train.reset_index(drop=True),
+                         evals.reset_index(drop=True),
+                         held_out=f"{sum(1 for g in fold_of.values() if g == f)} identities", note=note))
     return out
 
 

@@ -10,6 +10,9 @@ image-track winner re-split FFDV's validation set by clustering for that reason)
 - ``cluster``: kinds unknown. Clips of train + val are clustered on simple media and feature statistics
   (format, bitrate, loudness and spectral shape, face brightness and colour); whole clusters are held out in
   ``cluster_folds`` folds, so a model is tested on recording conditions it never saw.
+- ``held_out_identity``: with identities known (an ``identity`` column in the kinds CSV, as in the sample data's
+  answers), the identities of train + val are dealt to ``cluster_folds`` folds; a fold evaluates on every clip of
+  its identities and trains on the others' -- faces and voices the model never saw, as in FFDV's test set.
 - ``test``: train split trains, a labelled test split evaluates (sample data: ``answers/test_label.txt``).
 
 A split is written as a CSV (``video_name, part, target, folder``; ``part`` is train or eval, ``folder`` is
@@ -44,6 +47,7 @@ from ..data.kinds import attach_kinds, read_kinds
 from ..data.splits import (
     Split,
     cluster_splits,
+    held_out_identity_splits,
     held_out_kind_splits,
     labelled_clips,
     plain_split,
@@ -56,7 +60,7 @@ from ..models.checkpoint import load_model
 from ..training.loop import fit
 from .candidates import base_train_params, iter_candidates
 
-PROTOCOLS = ("plain", "held_out_kind", "cluster", "test")
+PROTOCOLS = ("plain", "held_out_kind", "held_out_identity", "cluster", "test")
 
 # ---- hook for the pseudo-fake stage (issue 14, part 1; not built here) ----------------------------------------
 # While a manipulation kind is held out, the pseudo-fake family that imitates it most closely is switched off too,
@@ -177,6 +181,12 @@ def make_splits(data_root: Any, protocols: Sequence[str] = ("plain", "held_out_k
             splits.append(plain_split(clips))
         elif proto == "held_out_kind":
             splits.extend(held_out_kind_splits(clips))
+        elif proto == "held_out_identity":
+            if "identity" not in clips or not (clips.identity.astype(str) != "").any():
+                warnings.warn("held_out_identity needs kinds_csv with an identity column (video_name,kind,identity); "
+                              "skipped", stacklevel=2)
+                continue
+            splits.extend(held_out_identity_splits(clips, cluster_folds))
         elif proto == "cluster":
             stats = clip_statistics(clips, params, index=index, progress=progress)
             splits.extend(cluster_splits(clips, cluster_assign(stats, n_clusters, seed), cluster_folds))
@@ -311,7 +321,7 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
 
 
 LEADER_METRICS = ("auc", "tpr@fpr=1e-2", "tpr@fpr=1e-3")
-PROTOCOL_ORDER = ("plain", "test", "held_out_kind", "cluster")
+PROTOCOL_ORDER = ("plain", "test", "held_out_kind", "held_out_identity", "cluster")
 TPR_METRICS = {f"tpr@fpr={metrics.fpr_name(f)}": f for f in metrics.TPR_FPRS}
 
 

@@ -25,7 +25,7 @@ from torch.utils.data.distributed import DistributedSampler
 from ..core.schema import FEATURES, RUN, TRAINING, with_defaults
 from ..data.labels import load_split
 from ..data.splits import read_split
-from ..pseudo import PseudoFakes, family_of
+from ..pseudo import PseudoFakes, pseudo_from_params
 from .clips import clip_features
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -105,8 +105,8 @@ class ClipDataset(Dataset):
         The memory map is read in ascending row order (sequential on disk) and put back in the caller's order.
         ``epoch`` (default: the one from ``set_epoch``) travels with the indices because a persistent worker holds
         its own copy of the dataset, which ``set_epoch`` in the main process does not reach. With ``pseudo`` (a
-        ``pseudo.PseudoFakes``) some real clips become pseudo-fakes (``pseudo_family`` names which; ``mel_stale`` /
-        ``face_stale`` flag rows whose cached embeddings no longer match their pictures).
+        ``pseudo.PseudoFakes``) some real clips become pseudo-fakes (``pseudo_family`` and ``pseudo_variant`` say
+        which; ``mel_stale`` / ``face_stale`` flag rows whose cached embeddings no longer match their pictures).
         """
         epoch = self.epoch if epoch is None else int(epoch)
         idx = np.asarray(indices, dtype=np.int64)
@@ -130,26 +130,27 @@ class ClipDataset(Dataset):
         has_audio = self.has_audio[audio_idx].astype(np.float32)
         branch = {"audio": self.targets[audio_idx].copy(), "visual": self.targets[idx].copy(),
                   "sync": np.array([_sync_target(self.targets[i], sw) for i, sw in zip(idx, swapped)], np.float32)}
-        families = [""] * len(idx)
+        families, variants = [""] * len(idx), [-1] * len(idx)
         stale = {"mel": np.zeros(len(idx), bool), "faces": np.zeros(len(idx), bool)}
         if self.pseudo is not None:
             for r, i in enumerate(idx):
                 if target[r] != 0 or swapped[r]:
                     continue  # pseudo-fakes are made from untouched real clips only
-                name = self.pseudo.draw(int(i), epoch)
+                drawn = self.pseudo.draw(self.names[int(i)], epoch)
                 clip = {k: arrays[k][r] for k in arrays}
                 clip["has_audio"] = bool(has_audio[r])
-                if name is None or not self.pseudo.usable(name, clip):
+                if drawn is None or not self.pseudo.usable(drawn[0], clip):
                     continue
-                if name == "face_blend" and getattr(self.faces, "has_landmarks", False):
+                family, variant = drawn
+                if family == "face_blend" and getattr(self.faces, "has_landmarks", False):
                     clip["landmarks"] = self.faces.landmarks(self.names[int(i)])
                 before = {k: clip[k] for k in ("mel", "faces") if k in clip}
-                changed = self.pseudo.apply_one(name, clip, int(i), epoch)
+                changed = self.pseudo.apply_one(family, clip, self.names[int(i)], variant)
                 for k in before:  # (``before`` holds views of the batch arrays: compare before writing back)
                     stale[k][r] = not np.array_equal(before[k], clip[k])
                 for k in arrays:
                     arrays[k][r] = clip[k]
-                target[r], families[r] = 1.0, name
+                target[r], families[r], variants[r] = 1.0, family, variant
                 for b in ("audio", "visual", "sync"):
                     branch[b][r] = 1.0 if b in changed else 0.0
         batch: dict[str, Any] = {"index": torch.from_numpy(idx), "target": torch.from_numpy(target)}
@@ -165,7 +166,7 @@ class ClipDataset(Dataset):
         for key, arr in self.embeddings.items():  # the mel embedding follows the audio, like the mel image
             batch[key] = torch.from_numpy(np.asarray(arr[audio_idx if key == "mel_emb" else idx], np.float32))
         if self.pseudo is not None:
-            batch["pseudo_family"] = families
+            batch["pseudo_family"], batch["pseudo_variant"] = families, variants
             if self.embeddings:
                 batch["mel_stale"], batch["face_stale"] = torch.from_numpy(stale["mel"]), torch.from_numpy(stale["faces"])
         return batch
@@ -365,8 +366,7 @@ def clip_datasets(params: Mapping[str, Any], inputs: Sequence[str], progress: bo
                            has_audio=feats["has_audio"][sl] if "has_audio" in feats else None,
                            faces=feats.get("faces"), av_swap_prob=swap, seed=int(params["seed"]), pseudo=pseudo)
 
-    probs = family_of(params)
-    pseudo = PseudoFakes(probs, seed=int(params["seed"])) if probs else None
+    pseudo = pseudo_from_params(params)
     train_ds = part(slice(0, n), train, float(params["av_swap_prob"]), pseudo)
     val_ds = part(slice(n, None), val, 0.0, None)
     train_ds.clips, val_ds.clips = train, val

@@ -14,6 +14,7 @@ file or mapping reads as a new folder, never as a stale entry. Entries are writt
 run killed midway keeps every finished clip. The embedding of a clip is exactly what the frozen backbone computes on
 the batch the loader would hand it (``prepare_batch``: the same uint8 -> float path), so a model trained on cached
 embeddings scores a raw clip through its backbone with the same numbers (up to float16 rounding; a test checks it).
+Pseudo-fakes of real training clips have their own cached embeddings (``PseudoEmbeddings``).
 """
 
 from __future__ import annotations
@@ -129,3 +130,97 @@ def attach_embeddings(model: nn.Module, params: Mapping[str, Any], datasets: Seq
                                                             progress=progress)
                          for kind in frozen}
     return folders
+
+
+class PseudoEmbeddings:
+    """The frozen backbones' embeddings of pseudo-fakes (``ffdv_utils.pseudo``), computed once per variant.
+
+    A pseudo-fake changes a real clip's pictures or sound, so the clip's cached embedding no longer fits it (the
+    loader flags the row ``mel_stale`` / ``face_stale``). What a variant looks like depends only on (clip, family,
+    variant, ``pseudo_local``) (``PseudoFakes.variant_tag``), so its embedding is cached beside the clip's own:
+    ``<embedding folder>/pseudo/<tag>/entries/..npy`` (float16, like every embedding), and later epochs, seeds,
+    protocol folds, candidates and runs read it instead of running the backbone again.
+
+    Face crops: only the frames that differ from every frame of the real clip go through the backbone. A frame equal
+    to one of the clip's own frames (a spliced-in or frozen frame, the frames outside a partial manipulation's
+    segment) takes that frame's cached embedding. The numbers are those the backbone gives on the whole crop
+    stack (a test checks it).
+    """
+
+    def __init__(self, backbones: Mapping[str, nn.Module], folders: Mapping[str, Path], ds: ClipDataset,
+                 device: torch.device | str = "cpu") -> None:
+        self.backbones, self.folders, self.ds = dict(backbones), dict(folders), ds
+        self.device = torch.device(device)
+        self.memory: dict[tuple[str, str, str], np.ndarray] = {}
+        self.computed = 0  # variants whose embeddings this object computed (not read back)
+
+    def _path(self, kind: str, tag: str, name: str) -> Path:
+        return self.folders[kind] / "pseudo" / tag / "entries" / _entry_file(name, ".npy")
+
+    def _fresh_faces(self, jobs: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        """(dataset row, pseudo-fake crops (T, S, S, 3) uint8) -> (T, C) float16 per job, new frames computed."""
+        own_emb = self.ds.embeddings[EMBEDDING_KEYS["faces"]]
+        plans, new_frames = [], []
+        for row, crops in jobs:
+            own = {bytes(f): k for k, f in enumerate(self.ds._faces(row))}  # frame bytes -> its index in the clip
+            plan = []
+            for f in crops:
+                k = own.get(bytes(f))
+                plan.append(("own", k) if k is not None else ("new", len(new_frames)))
+                if k is None:
+                    new_frames.append(f)
+            plans.append(plan)
+        fresh = np.zeros((0,), np.float16)
+        if new_frames:
+            stack = torch.from_numpy(np.stack(new_frames)).permute(0, 3, 1, 2)[None]  # (1, n, 3, S, S)
+            was_training = self.backbones["faces"].training
+            self.backbones["faces"].eval()
+            fresh = _compute(self.backbones["faces"], {"faces": stack}, "faces", self.device)[0].astype(np.float16)
+            self.backbones["faces"].train(was_training)
+        return [np.stack([own_emb[row][k] if src == "own" else fresh[k] for src, k in plan]).astype(np.float16)
+                for (row, _), plan in zip(jobs, plans)]
+
+    def _fresh_mels(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        was_training = self.backbones["mel"].training
+        self.backbones["mel"].eval()
+        out = _compute(self.backbones["mel"], {"mel": torch.from_numpy(np.stack(mels))[:, None]}, "mel", self.device)
+        self.backbones["mel"].train(was_training)
+        return list(out.astype(np.float16))
+
+    def fill(self, batch: dict) -> dict:
+        """Put each stale row's variant embedding into ``batch`` (``mel_emb`` / ``face_emb``) and clear its flag."""
+        families, variants = batch.get("pseudo_family"), batch.get("pseudo_variant")
+        if families is None or self.ds.pseudo is None:
+            return batch
+        index = np.asarray(batch["index"])
+        for kind, emb_key, stale_key, raw_key in (("mel", "mel_emb", "mel_stale", "mel"),
+                                                  ("faces", "face_emb", "face_stale", "faces")):
+            if kind not in self.backbones or stale_key not in batch or not bool(batch[stale_key].any()):
+                continue
+            rows = batch[stale_key].nonzero().flatten().tolist()
+            found: dict[int, np.ndarray] = {}
+            todo = []
+            for r in rows:
+                name = self.ds.names[int(index[r])]
+                key = (kind, self.ds.pseudo.variant_tag(families[r], int(variants[r])), name)
+                if key not in self.memory and self._path(kind, key[1], name).is_file():
+                    self.memory[key] = np.load(self._path(kind, key[1], name))
+                if key in self.memory:
+                    found[r] = self.memory[key]
+                else:
+                    todo.append((r, key))
+            if todo:
+                if kind == "mel":
+                    fresh = self._fresh_mels([batch[raw_key][r, 0].numpy() for r, _ in todo])
+                else:
+                    fresh = self._fresh_faces([(int(index[r]), batch[raw_key][r].permute(0, 2, 3, 1).numpy())
+                                               for r, _ in todo])
+                for (r, key), e in zip(todo, fresh):
+                    _save(self._path(kind, key[1], key[2]), e)
+                    self.memory[key] = found[r] = e
+                self.computed += len(todo)
+            emb = batch[emb_key].clone()
+            for r, e in found.items():
+                emb[r] = torch.from_numpy(e.astype(np.float32))
+            batch = {**batch, emb_key: emb, stale_key: torch.zeros_like(batch[stale_key])}
+        return batch

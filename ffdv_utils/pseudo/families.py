@@ -22,19 +22,34 @@ family             branches    what it does (parameters drawn per clip)
                    sync        frozen frame, or a 15-30 % span of the mel image by another span of it.
 =================  ==========  ====================================================================================
 
-Only real clips are changed (``PseudoFakes.apply``); a changed clip is labelled fake, with per-branch targets for the
-branches the family concerns (0 for the others: a self-blended face keeps its own voice and its lips in sync).
-Every draw comes from ``numpy.random.default_rng((seed, epoch, clip, family))``, so a family is deterministic for a
-(seed, epoch, clip) and a different sample every epoch. Nothing here imports torch.
+**Partial manipulations** (``pseudo_local``: the probability that a drawn pseudo-fake is confined to one stretch of the
+clip): the family is made on the whole clip, then only one segment of 25-60 % of the clip's length is taken from it
+(the frames whose instants fall in the segment, and the mel columns under it); the rest stays the real clip. Fakes
+that replace a few words or a second of face (LAV-DF, AV-Deepfake1M: content-driven partial manipulations) change
+a stretch, not the whole clip; a detector that pools over the whole clip averages such a stretch away.
+
+Only real clips are changed (``PseudoFakes.apply_one``); a changed clip is labelled fake, with per-branch targets for
+the branches the family concerns (0 for the others: a self-blended face keeps its own voice and its lips in sync).
+
+Determinism, and why a pseudo-fake has *variants*: every epoch, each real clip draws from
+``(seed, epoch, clip name)`` whether it becomes a pseudo-fake, with which family, and which of ``pseudo_variants``
+variants of it. What a variant looks like depends on (clip name, family, variant, ``pseudo_local``) only -- not on the
+epoch, the training seed, or which other clips share the split -- so the frozen-backbone embeddings of a variant are
+computed once and cached (``features.embeddings.PseudoEmbeddings``) and every later epoch, seed, protocol fold and
+candidate reads them. With 4 variants and a probability of 25 %, a clip meets about as many different pseudo-fakes
+over 15 epochs as without the cap. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import cv2
 import numpy as np
+
+from ..core.schema import TRAINING, with_defaults
 
 # family -> the branches whose truth it sets to "fake" (the others stay real)
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -44,6 +59,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "mouth_reorder": ("visual", "sync"),
     "splice": ("visual", "audio", "sync"),  # which of visual / audio depends on the drawn modality
 }
+# bump when any family's output changes: cached embeddings of pseudo-fakes are keyed by it
+PSEUDO_VERSION = "p2"
 MOUTH_BOX = (0.62, 0.9, 0.3, 0.7)  # rows, columns (fractions) of the mouth in a face crop (as models.sync)
 _FAMILY_ID = {name: i for i, name in enumerate(FAMILIES)}
 
@@ -64,6 +81,19 @@ def family_of(params: Mapping[str, Any]) -> dict[str, float]:
         raise ValueError(f"pseudo_fakes probabilities add up to {sum(out.values()):.2f} > 1: each real clip gets at "
                          "most one family")
     return out
+
+
+def pseudo_from_params(params: Mapping[str, Any]) -> "PseudoFakes | None":
+    """The ``PseudoFakes`` of a run's parameters (``pseudo_fakes``, ``pseudo_fakes_off``, ``pseudo_variants``,
+    ``pseudo_local``, ``seed``), or None when no family is on."""
+    p = with_defaults(params, TRAINING)
+    probs = family_of(p)
+    if not probs:
+        return None
+    variants, local = int(p["pseudo_variants"]), float(p["pseudo_local"])
+    if variants < 1 or not 0.0 <= local <= 1.0:
+        raise ValueError(f"pseudo_variants must be >= 1 and pseudo_local in [0, 1]; got {variants} and {local}")
+    return PseudoFakes(probs, seed=int(p["seed"]), variants=variants, local=local)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -135,7 +165,8 @@ def voice(rng: np.random.Generator, clip: dict) -> tuple[str, ...]:
             x = cv2.remap(x, np.tile(np.arange(w, dtype=np.float32), (h, 1)), np.repeat(rows[:, None], w, 1),
                           cv2.INTER_LINEAR)
         else:
-            x = cv2.GaussianBlur(x, (0, 1), sigmaX=float(rng.uniform(0.8, 2.0)) * w / 256, sigmaY=0.1)
+            # at least one column (16-31 ms of a 2-4 s clip at 128 columns): weaker smearing is no fake at all
+            x = cv2.GaussianBlur(x, (0, 1), sigmaX=float(rng.uniform(1.0, 2.5)) * max(1.0, w / 128), sigmaY=0.1)
     x += (before - x.mean(0))[None, :]  # each column's loudness back: the words (energy envelope) stay
     clip["mel"] = np.clip(x, 0, 255).astype(np.uint8)
     return ("audio",)
@@ -212,37 +243,84 @@ _NEEDS = {"face_blend": ("faces",), "voice": ("mel",), "av_offset": ("mel", "fac
           "splice": ("faces",)}
 
 
+def clip_key(name: str) -> int:
+    """A stable integer for a clip name (Python's ``hash`` of a str changes from one process to the next)."""
+    return zlib.crc32(str(name).encode("utf-8"))
+
+
+def localize(rng: np.random.Generator, real: Mapping[str, Any], fake: dict) -> tuple[float, float]:
+    """Keep ``fake`` only in one segment of 25-60 % of the clip; elsewhere put ``real`` back (in ``fake``, in place).
+
+    Frame f of T sits at (f + 0.5) / T of the clip and mel column c of W at (c + 0.5) / W (``media.load_frames`` and
+    the mel image span the same clip), so one segment covers the same stretch of picture and sound. At least one
+    frame and one column are kept fake. Returns the segment (start, end) as fractions of the clip.
+    """
+    length = float(rng.uniform(0.25, 0.6))
+    start = float(rng.uniform(0.0, 1.0 - length))
+    end = start + length
+    for key, axis in (("faces", 0), ("mouths", 0), ("mel", 1)):
+        if fake.get(key) is None or real.get(key) is None:
+            continue
+        n = fake[key].shape[axis]
+        at = (np.arange(n) + 0.5) / n
+        inside = (at >= start) & (at < end)
+        if not inside.any():
+            inside[min(n - 1, int(start * n))] = True
+        out = np.array(real[key], copy=True)
+        if axis == 0:
+            out[inside] = fake[key][inside]
+        else:
+            out[:, inside] = fake[key][:, inside]
+        fake[key] = out
+    return start, end
+
+
 @dataclass
 class PseudoFakes:
-    """Turns some real clips of a batch into pseudo-fakes: each real clip gets at most one family, drawn with the
-    families' probabilities (``pseudo_fakes`` in a params file, e.g. ``{face_blend: 0.15, voice: 0.1}``)."""
+    """Turns some real clips of a batch into pseudo-fakes: each real clip gets at most one family per epoch, drawn
+    with the families' probabilities (``pseudo_fakes`` in a params file, e.g. ``{face_blend: 0.15, voice: 0.1}``),
+    as one of ``variants`` variants, confined to a segment with probability ``local`` (module docstring)."""
 
     probs: dict[str, float]
     seed: int = 0
+    variants: int = 4
+    local: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
 
-    def draw(self, clip_index: int, epoch: int) -> str | None:
-        """The family clip ``clip_index`` gets this epoch (None: it stays as it is)."""
-        u = np.random.default_rng((self.seed, epoch, clip_index, 7919)).random()
+    def draw(self, name: str, epoch: int) -> tuple[str, int] | None:
+        """(family, variant) clip ``name`` gets this epoch, or None (it stays as it is)."""
+        rng = np.random.default_rng((self.seed, epoch, clip_key(name), 7919))
+        u, variant = rng.random(), int(rng.integers(max(1, self.variants)))
         acc = 0.0
-        for name, p in self.probs.items():
+        for family, p in self.probs.items():
             acc += p
             if u < acc:
-                return name
+                return family, variant
         return None
 
-    def apply_one(self, name: str, clip: dict, clip_index: int, epoch: int) -> tuple[str, ...]:
-        """Apply family ``name`` to ``clip`` (a dict of numpy arrays: faces (T,S,S,3), mouths, mel (H,W),
-        landmarks (T,5,2)); returns the branches it made fake. Edits ``clip`` (arrays replaced, not mutated)."""
+    def variant_tag(self, family: str, variant: int) -> str:
+        """What a variant's content depends on besides the clip: a name for its cached embeddings."""
+        return f"{family}-v{variant}-local{self.local:g}-{PSEUDO_VERSION}"
+
+    def apply_one(self, family: str, clip: dict, name: str, variant: int = 0) -> tuple[str, ...]:
+        """Apply ``family`` (variant ``variant``) to ``clip`` (a dict of numpy arrays: faces (T,S,S,3), mouths, mel
+        (H,W), landmarks (T,5,2)) of the clip called ``name``; returns the branches it made fake. The arrays of
+        ``clip`` are replaced, never edited in place."""
+        real = {k: clip.get(k) for k in ("faces", "mouths", "mel")}
         for key in ("faces", "mouths", "mel"):
             if clip.get(key) is not None:
                 clip[key] = np.array(clip[key], copy=True)
-        rng = np.random.default_rng((self.seed, epoch, clip_index, _FAMILY_ID[name]))
-        branches = _APPLY[name](rng, clip)
-        self.counts[name] = self.counts.get(name, 0) + 1
+        rng = np.random.default_rng((clip_key(name), _FAMILY_ID[family], int(variant), 104729))
+        # the segment has a stream of its own: a partial pseudo-fake is the whole-clip one, inside its segment
+        seg_rng = np.random.default_rng((clip_key(name), _FAMILY_ID[family], int(variant), 1299709))
+        local = seg_rng.random() < self.local
+        branches = _APPLY[family](rng, clip)
+        if local:
+            clip["segment"] = localize(seg_rng, real, clip)
+        self.counts[family] = self.counts.get(family, 0) + 1
         return branches
 
     def usable(self, name: str, clip: Mapping[str, Any]) -> bool:
-        """Whether the clip has what the family needs (a clip without audio gets no voice family)."""
+        """Whether the clip has what family ``name`` needs (a clip without audio gets no voice family)."""
         return all(clip.get(k) is not None for k in _NEEDS[name]) and (
             "mel" not in _NEEDS[name] or bool(clip.get("has_audio", True)))

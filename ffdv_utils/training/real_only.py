@@ -19,7 +19,10 @@ Per clip, from the feature cache (``clip_statistics``):
   speech has intonation and breath; a vocoder's excitation is often flatter and more regular);
 - **consistency**: whether a clip is alike along its length -- the largest deviation of one quarter of the clip
   from the whole, for the voice's spectral tilt and flatness and the inner face's sharpness and colour (a partly
-  replaced clip differs in one stretch).
+  replaced clip differs in one stretch);
+- **local**: the same question asked of short windows, for partial manipulations (a few words or a second of face
+  replaced, as in LAV-DF and AV-Deepfake1M) -- the lowest speech-energy / lip-spread correlation over windows of 3/8
+  of the clip, and the largest 3-frame departure of the inner face's sharpness and grey level from the clip's median.
 
 ``STAT_GROUPS`` names the groups; ``real_only_groups`` chooses them (``DEFAULT_GROUPS``: sync, voice, face and
 prosody -- chosen on the validation split of the 600-clip sample, where every fake kind is unseen by this score
@@ -34,6 +37,7 @@ landmarks, no audio) are filled with the real clips' mean, so they add no eviden
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -45,16 +49,22 @@ import torch
 from scipy import stats
 from sklearn.covariance import LedoitWolf
 
-from ..core.files import read_json, write_json
+from ..core.config import params_hash
+from ..core.files import atomic_write, read_json, write_json
+from ..core.paths import cache_dir
 from ..features.batches import ClipDataset, prepare_batch
-from ..features.clips import clip_features
+from ..features.cache import _entry_file
+from ..features.clips import cache_folder, clip_features
 from ..models.layers import _standardise
 from ..models.sync import MOUTH_CROP_BOX, mouth_spread, speech_energy
+from ..pseudo import PseudoFakes
 
 LAGS = (-2, -1, 0, 1, 2)
 
 
 def _sync_stats(mel: torch.Tensor, faces: torch.Tensor, mouths: torch.Tensor | None) -> np.ndarray:
+    """Per clip: the correlation of speech energy and lip spread at lag 0, at the best lag of ``LAGS``, that lag,
+    and the lowest correlation (lag 0) over windows of ``local_window(T)`` frames (``_local_correlation``)."""
     t = faces.shape[1]
     e = _standardise(speech_energy(mel, t).float())
     m = _standardise(mouth_spread(mouths, MOUTH_CROP_BOX).float() if mouths is not None
@@ -65,7 +75,25 @@ def _sync_stats(mel: torch.Tensor, faces: torch.Tensor, mouths: torch.Tensor | N
         b = m[:, max(0, lag):t - max(0, -lag)]
         corr.append((a * b).mean((1, 2)))
     c = torch.stack(corr, 1)
-    return torch.stack([c[:, LAGS.index(0)], c.max(1).values, c.argmax(1).float() - LAGS.index(0)], 1).numpy()
+    return torch.stack([c[:, LAGS.index(0)], c.max(1).values, c.argmax(1).float() - LAGS.index(0),
+                        _local_correlation(e[..., 0], m[..., 0], local_window(t))], 1).numpy()
+
+
+def local_window(t: int) -> int:
+    """Frames per window of the local statistics: 3/8 of the clip (6 of 16 frames, about 0.75-1.5 s of the sample's
+    2-4 s clips), at least 4 so that a correlation means something."""
+    return min(t, max(4, int(round(0.375 * t))))
+
+
+def _local_correlation(a: torch.Tensor, b: torch.Tensor, w: int) -> torch.Tensor:
+    """(B, T) x (B, T) -> (B,): the lowest Pearson correlation of ``a`` and ``b`` over windows of ``w`` frames.
+
+    A manipulation of one stretch of a clip (new words over old lips, a second of another face) leaves the clip's
+    correlation mostly intact; in its own window the mouth stops following the sound."""
+    aw, bw = a.unfold(1, w, 1), b.unfold(1, w, 1)  # (B, windows, w)
+    aw, bw = aw - aw.mean(2, keepdim=True), bw - bw.mean(2, keepdim=True)
+    r = (aw * bw).sum(2) / ((aw.square().sum(2) * bw.square().sum(2)).sqrt() + 1e-6)
+    return r.min(1).values
 
 
 def _motion_stats(landmarks: np.ndarray | None, faces: np.ndarray) -> list[float]:
@@ -183,6 +211,24 @@ class _FaceMaps:
         return cls(grey, lap, d < 1, (d >= 1.2) & (d < 1.8))
 
 
+def _window_peak(values: np.ndarray, w: int) -> float:
+    """The largest mean, over windows of ``w`` neighbours, of how far a per-frame measure is from its clip median."""
+    v = np.abs(np.asarray(values, np.float64) - np.median(values))
+    if v.size <= w:
+        return float(v.mean())
+    return float(np.convolve(v, np.ones(w) / w, mode="valid").max())
+
+
+def _local_face_stats(face: _FaceMaps) -> list[float]:
+    """Temporal anomalies of the inner face: per frame the log sharpness (Laplacian energy) and the log grey level of
+    the inner face against the ring round it; the statistic is the largest departure from the clip's median over
+    windows of 3 frames (a face blended, decoded or swapped in for a stretch of the clip differs there, and a
+    whole-clip mean would dilute it)."""
+    sharp = np.log(face.lap[:, face.inner].mean(1) + 1e-3) - np.log(face.lap[:, face.ring].mean(1) + 1e-3)
+    grey = np.log(face.grey[:, face.inner].mean(1) + 1.0) - np.log(face.grey[:, face.ring].mean(1) + 1.0)
+    return [_window_peak(sharp, 3), _window_peak(grey, 3)]
+
+
 def _face_stats(faces: np.ndarray, face: _FaceMaps) -> list[float]:
     inner, ring, grey, lap = face.inner, face.ring, face.grey, face.lap
     sharp = float(lap[:, inner].mean() / (lap.mean() + 1e-6))
@@ -201,34 +247,76 @@ STAT_GROUPS: dict[str, list[str]] = {
     "prosody": ["pitch_spread", "pitch_step", "harmonicity"],
     "consistency": ["tilt_window_spread", "flatness_window_spread", "sharpness_window_spread",
                     "colour_window_spread"],
+    "local": ["sync_local_min", "sharpness_local_peak", "colour_local_peak"],
 }
 STAT_NAMES = [name for group in STAT_GROUPS.values() for name in group]
 
 
-def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int = 32,
-                    progress: bool = False) -> pd.DataFrame:
-    """The statistics of ``clips`` (video_name, path[, target, ...]): one row per clip, ``STAT_NAMES`` columns."""
-    feats = clip_features(params, clips, ("mel", "faces"), progress=progress)
-    names = list(clips.video_name)
-    ds = ClipDataset(names, np.zeros(len(names)), mels=feats["mels"], has_audio=feats["has_audio"],
-                     faces=feats["faces"])
-    store = feats["faces"]
-    rows = []
+# bump when any statistic changes: the per-clip cache (``statistics_folder``) is keyed by it
+STATS_VERSION = "s2"
+
+
+def statistics_folder(params: Mapping[str, Any]) -> Path:
+    """``<cache>/stats-<hash>``: where the statistics of clips of these feature parameters are cached, one
+    ``entries/..npy`` (float64, ``STAT_NAMES`` order) per clip. The hash covers the mel and face cache folders (so
+    every feature parameter) and ``STATS_VERSION``; a protocol that fits the score once per fold and seed then
+    computes each clip's statistics once."""
+    key = {"mel": cache_folder(params, "mel").name, "faces": cache_folder(params, "faces").name,
+           "version": STATS_VERSION, "columns": STAT_NAMES}
+    folder = cache_dir() / f"stats-{params_hash(key)}"
+    if not (folder / "params.json").is_file():
+        write_json(folder / "params.json", key)
+    return folder
+
+
+def _statistics_rows(ds: ClipDataset, store: Any, rows_wanted: Sequence[int], batch: int) -> dict[int, list[float]]:
+    """``STAT_NAMES`` values of dataset rows ``rows_wanted`` (as the loader hands them, pseudo-fakes included)."""
+    out: dict[int, list[float]] = {}
     with torch.no_grad():
-        for start in range(0, len(names), batch):
-            part = list(range(start, min(start + batch, len(names))))
+        for start in range(0, len(rows_wanted), batch):
+            part = list(rows_wanted[start:start + batch])
             raw = ds.get_batch(part)
             b = prepare_batch(raw)
             sync = _sync_stats(b["mel"], b["faces"], b.get("mouths"))
             for j, i in enumerate(part):
                 faces = raw["faces"][j].permute(0, 2, 3, 1).numpy()
-                lm = store.landmarks(names[i], frame=True) if getattr(store, "has_landmarks", False) else None
+                lm = store.landmarks(ds.names[i], frame=True) if getattr(store, "has_landmarks", False) else None
                 has_audio = bool(ds.has_audio[i])
-                s = list(sync[j]) if has_audio else [np.nan] * 3
+                s = list(sync[j]) if has_audio else [np.nan] * 4
                 mel, face = raw["mel"][j, 0].numpy(), _FaceMaps.of(faces)
-                rows.append(s + _motion_stats(lm, faces) + _voice_stats(mel, has_audio) + _face_stats(faces, face)
-                            + _prosody_stats(mel, has_audio) + _consistency_stats(mel, face, has_audio))
-    out = pd.DataFrame(rows, columns=STAT_NAMES)
+                out[i] = (s[:3] + _motion_stats(lm, faces) + _voice_stats(mel, has_audio) + _face_stats(faces, face)
+                          + _prosody_stats(mel, has_audio) + _consistency_stats(mel, face, has_audio)
+                          + s[3:] + _local_face_stats(face))
+    return out
+
+
+def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int = 32,
+                    progress: bool = False, pseudo: PseudoFakes | None = None) -> pd.DataFrame:
+    """The statistics of ``clips`` (video_name, path[, target, ...]): one row per clip, ``STAT_NAMES`` columns.
+
+    Each clip's row is computed once and cached (``statistics_folder``). With ``pseudo`` (a ``pseudo.PseudoFakes``),
+    each clip is first turned into a pseudo-fake as the training loader would (epoch 0; a family with probability 1
+    changes every clip it can): the statistics of manipulations the score never saw, made from clips it never fitted
+    (``tools/real_only_study.py``); those are not cached."""
+    feats = clip_features(params, clips, ("mel", "faces"), progress=progress)
+    names = list(clips.video_name)
+    ds = ClipDataset(names, np.zeros(len(names)), mels=feats["mels"], has_audio=feats["has_audio"],
+                     faces=feats["faces"], pseudo=pseudo)
+    folder = statistics_folder(params) if pseudo is None else None
+    paths = [folder / "entries" / _entry_file(n, ".npy") for n in names] if folder is not None else []
+    values: dict[int, list[float]] = {}
+    for i, path in enumerate(paths):
+        if path.is_file():
+            values[i] = list(np.load(path))
+    todo = [i for i in range(len(names)) if i not in values]
+    fresh = _statistics_rows(ds, feats["faces"], todo, batch) if todo else {}
+    for i, row in fresh.items():
+        values[i] = list(np.asarray(row, np.float64))  # as the cache gives it back
+        if folder is not None:
+            buf = io.BytesIO()
+            np.save(buf, np.asarray(values[i]))
+            atomic_write(paths[i], buf.getvalue())
+    out = pd.DataFrame([values[i] for i in range(len(names))], columns=STAT_NAMES)
     out.insert(0, "video_name", names)
     for col in ("target", "split", "kind"):
         if col in clips:
