@@ -288,6 +288,41 @@ def test_run_protocols_trains_once_per_seed_and_applies_the_hook(tiny_root, tmp_
     assert len(calls) == 3 and all(PSEUDO_OFF_KEY not in c and c["seed"] == 42 for c in calls)
 
 
+def test_a_joined_score_reports_its_parts_as_rows_of_their_own(tiny_root, tmp_path, monkeypatch) -> None:
+    """A run with a real-only score writes model_score and real_only_score beside the joined score: the protocol
+    loop turns them into ``<label>[model]`` and ``<label>[real_only]`` rows with their own predictions, from the same
+    training (no second fit)."""
+    monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path / "out"))
+    calls = []
+
+    def fake_fit(params, run):
+        calls.append(params["run_name"])
+        names = pd.read_csv(params["split_csv"]).query("part == 'eval'")
+        rng = np.random.default_rng(params["seed"])
+        model, ro = names.target * 0.3 + rng.random(len(names)), names.target * 0.9 + 0.1 * rng.random(len(names))
+        pd.DataFrame({"video_name": names.video_name, "target": names.target, "score": 0.5 * model + 0.5 * ro,
+                      "model_score": model, "real_only_score": ro}).to_csv(run.path("val_predictions.csv"),
+                                                                          index=False)
+        return {"train_time_s": 0.1, "best_epoch": 1}
+
+    monkeypatch.setattr("ffdv_utils.experiments.protocols.fit", fake_fit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        results = run_protocols("parts", tiny_root, [{"name": "j", "real_only_weight": 0.5}], ["plain"])
+    assert calls == ["parts-j-plain"]  # one training for three rows
+    assert list(results.name) == ["j", "j[model]", "j[real_only]"]
+    folder = tmp_path / "out" / "parts"
+    preds = {n: pd.read_csv(folder / p) for n, p in zip(results.name, results.predictions)}
+    val = pd.read_csv(folder.parent / "parts-j-plain" / "val_predictions.csv")
+    for name, col in (("j", "score"), ("j[model]", "model_score"), ("j[real_only]", "real_only_score")):
+        assert np.allclose(preds[name].set_index("video_name").score, val.set_index("video_name")[col]
+                           .loc[preds[name].video_name])
+    auc = dict(zip(results.name, results.auc))
+    assert auc["j[real_only]"] > auc["j[model]"]  # each row scored on its own part
+    board = protocol_leaderboard(results, folder=folder)
+    assert set(board.name) == {"j", "j[model]", "j[real_only]"} and board["plain auc lo"].notna().all()
+
+
 def test_two_seed_protocol_run_on_the_sample_data(sample, session_outputs) -> None:
     """The real loop (training included) on the 24-clip sample: two seeds train two different models."""
     shared = {"model": "test_resnet", "image_size": 64, "batch_size": 8, "epochs": 1, "feature_workers": 1,

@@ -229,6 +229,16 @@ experiments.leaderboard_display(board)
          ("code", """
 plots.auc_intervals(board, run.path("figures", "protocol_auc_intervals.png"));
 """),
+         ("md", "How much of the real-only score to join (`real_only_weight`), for each candidate that has one: the "
+                "same two saved columns (its model's scores and the real-only scores) mixed at every weight, each "
+                "protocol's AUC over seeds, and the held-out mean (unseen kinds, identities or clusters) to choose the "
+                "weight by -- never the test split (`experiments.joins`):"),
+         ("code", """
+for label in experiments.joined_candidates(results):
+    sweep = experiments.weight_sweep(results, run.dir, f"{label}[model]", f"{label}[real_only]")
+    experiments.plot_weight_sweep(sweep, run.path("figures", f"weight_sweep_{label}.png"), title=label)
+    display(sweep.round(3))
+"""),
          ("md", "Per split and seed (`held_out` names the unseen kind or the held-out clusters; `auc[kind]` is real "
                 "vs that kind; `auc_ci_lo` / `auc_ci_hi` the split's own bootstrap 95 % interval; a TPR is NaN where "
                 "`n_real` < 1/FPR; `pseudo_fakes_off`: the pseudo-fake families a held-out-kind fold switched off):"),

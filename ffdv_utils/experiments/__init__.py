@@ -11,6 +11,7 @@ from .candidates import (
     seed_list,
     train_variant,
 )
+from .joins import joined_candidates, plot_weight_sweep, weight_sweep
 from .protocols import (
     HELD_OUT_PAIRING,
     detail_table,

@@ -61,6 +61,7 @@ from ..training.loop import fit
 from .candidates import base_train_params, iter_candidates
 
 PROTOCOLS = ("plain", "held_out_kind", "held_out_identity", "cluster", "test")
+PARTS = ("model", "real_only")  # the parts of a joined score (real_only_weight > 0) reported as rows of their own
 
 # ---- hook for the pseudo-fake stage (issue 14, part 1; not built here) ----------------------------------------
 # While a manipulation kind is held out, the pseudo-fake family that imitates it most closely is switched off too,
@@ -265,6 +266,8 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     ``shared`` plus the candidate's overrides. The last epoch is kept (``select_metric: last``): the eval part
     must not choose the checkpoint, or a held-out kind would leak into model selection. A split whose training
     set equals one already trained (``test`` after ``plain``) is scored with that model instead of training again.
+    A candidate with a real-only score (``real_only_weight`` > 0) adds two rows per split from the same model: its
+    own score (``<label>[model]``) and the real-only score alone (``<label>[real_only]``).
     A candidate over the 200M-parameter rule is listed with its size and not trained. A ``held_out_kind`` fold
     trains with ``fold_overrides`` (the paired pseudo-fake family off; nothing while no such stage exists).
 
@@ -309,12 +312,21 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
             except Exception as exc:  # one failing candidate must not end a long comparison
                 rows.append({**row, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
                 continue
-            pred_path = folder / "protocol_predictions" / f"{split.name}__{label}.csv"
-            pred_path.parent.mkdir(parents=True, exist_ok=True)
-            merged = split.eval.merge(scores[["video_name", "score"]], on="video_name", how="inner")
-            merged[[c for c in ("video_name", "target", "kind", "score") if c in merged]].to_csv(pred_path, index=False)
-            rows.append({**row, **evaluate_scores(split, scores), "wall_s": time.time() - t0,
-                         "predictions": str(pred_path.relative_to(folder))})
+            # a run with a real-only score also reports each part of its joined score as a row of its own (the same
+            # model, no second training): ``<label>[model]`` and ``<label>[real_only]``
+            for suffix, col in (("", "score"), *((f"[{part}]", f"{part}_score") for part in PARTS)):
+                if col not in scores:
+                    continue
+                part = scores[["video_name", col]].rename(columns={col: "score"})
+                name = f"{label}{suffix}"
+                pred_path = folder / "protocol_predictions" / f"{split.name}__{name}.csv"
+                pred_path.parent.mkdir(parents=True, exist_ok=True)
+                merged = split.eval.merge(part, on="video_name", how="inner")
+                merged[[c for c in ("video_name", "target", "kind", "score") if c in merged]].to_csv(pred_path,
+                                                                                                     index=False)
+                extra = {"name": name, "train_time_s": None, "part_of": label} if suffix else {}
+                rows.append({**row, **extra, **evaluate_scores(split, part), "wall_s": time.time() - t0,
+                             "predictions": str(pred_path.relative_to(folder))})
     table = pd.DataFrame(rows)
     table.to_csv(folder / "protocol_results.csv", index=False)
     return table

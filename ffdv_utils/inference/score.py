@@ -46,7 +46,8 @@ def _cached_model(path: str, stamp: str, device: str) -> tuple[torch.nn.Module, 
 def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.DataFrame, tta: int = 1,
                   batch_size: int = 64, device: str = "auto", progress: bool = True,
                   errors_csv: Path | None = None, cached_embeddings: bool = False) -> pd.DataFrame:
-    """Scores for ``clips`` (video_name, path): video_name, score, status (ok | no_audio | fallback: <why>).
+    """Scores for ``clips`` (video_name, path): video_name, score, status (ok | no_audio | fallback: <why>), and for a
+    run with a real-only score the two parts of each joined score, ``model_score`` and ``real_only_score``.
 
     Features come from ``features.clips.clip_features`` with the run's own parameters, and batches from the
     training loader's batch reader (``features.batches.batch_loader``): the code path training used. Frozen
@@ -62,6 +63,7 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
     status = np.array(["ok"] * len(clips), dtype=object)
     status[~clips.exists.to_numpy(bool)] = "fallback: file not found"
     scores = np.full(len(clips), np.nan)
+    parts: dict[str, np.ndarray] = {}  # with a real-only score: the two parts of each joined score
     present = clips[clips.exists.to_numpy(bool)].reset_index()
     if len(present):
         feats = clip_features(p, present, model_inputs(model), progress=progress, errors_csv=errors_csv)
@@ -75,6 +77,8 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
         state = getattr(model, "real_only_state", None)
         if state:  # the run's real-only score, joined as in its validation (training.real_only.combine)
             ro = RealOnlyModel.from_state(state).score(clip_statistics(p, present, progress=False))
+            parts = {"model_score": np.full(len(clips), np.nan), "real_only_score": np.full(len(clips), np.nan)}
+            parts["model_score"][rows[idx]], parts["real_only_score"][rows[idx]] = s, ro[idx]
             s = combine(s, ro[idx], float(state["weight"]))
         scores[rows[idx]] = s
         for i, name in enumerate(present.video_name):
@@ -85,7 +89,7 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
     bad_score = ~np.isfinite(scores)
     status[bad_score & (status == "ok")] = "fallback: non-finite score"
     scores[bad_score] = float(p["fallback_score"])
-    return pd.DataFrame({"video_name": clips.video_name, "score": scores, "status": status})
+    return pd.DataFrame({"video_name": clips.video_name, "score": scores, "status": status, **parts})
 
 
 def ensemble(frames: Sequence[pd.DataFrame], method: str = "mean") -> pd.Series:

@@ -304,9 +304,12 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     model.load_state_dict(best["model"])
     idx, scores = evaluate(model, val_loader, device, amp, channels_last, world)
     extra: dict[str, Any] = {}
-    model_scores = scores
+    parts: dict[str, np.ndarray] = {}  # the joined score's two parts, beside it in val_predictions.csv
     if weight > 0:
-        scores, extra = _with_real_only(p, train_ds, val_ds, idx, scores, weight, best_path, best, rank, run)
+        model_scores = scores
+        scores, ro_scores, extra = _with_real_only(p, train_ds, val_ds, idx, scores, weight, best_path, best, rank,
+                                                   run)
+        parts = {"model_score": model_scores, "real_only_score": ro_scores}
     final = metrics.summarize(val_ds.targets[idx], scores)
     result = {**{f"val_{k}": v for k, v in final.items()}, "best_epoch": best["epoch"], "n_params": n_params,
               "model_type": p["model_type"], "model": p["model"], "device": str(device), "world_size": world,
@@ -314,7 +317,7 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
               "train_time_s": float(sum(h["train_time_s"] for h in history)), **weights, **extra}
     if rank == 0:
         pd.DataFrame({"video_name": [val_ds.names[i] for i in idx], "target": val_ds.targets[idx],
-                      "score": scores, **({"model_score": model_scores} if weight > 0 else {})}
+                      "score": scores, **parts}
                      ).to_csv(run.path("val_predictions.csv"), index=False)
         existing = read_json(run.path("metrics.json")) if run.path("metrics.json").is_file() else {}
         write_json(run.path("metrics.json"), {**existing, **result})
@@ -326,9 +329,10 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
 
 def _with_real_only(p: Mapping[str, Any], train_ds: ClipDataset, val_ds: ClipDataset, idx: np.ndarray,
                     scores: np.ndarray, weight: float, best_path: Path, best: dict, rank: int,
-                    run: Run) -> tuple[np.ndarray, dict]:
+                    run: Run) -> tuple[np.ndarray, np.ndarray, dict]:
     """Fit the real-only score on the real training clips, join it to the model's validation scores, and store it
-    in ``best.pt`` (the test API combines the same way) and ``real_only.json``."""
+    in ``best.pt`` (the test API combines the same way) and ``real_only.json``. Returns (joined scores, real-only
+    scores, metrics)."""
     if train_ds.clips is None or val_ds.clips is None:
         raise ConfigError("real_only_weight needs datasets built by features.batches.clip_datasets (clip paths)")
     ro = fit_real_only(p, train_ds.clips)
@@ -338,7 +342,7 @@ def _with_real_only(p: Mapping[str, Any], train_ds: ClipDataset, val_ds: ClipDat
     if rank == 0:
         save_checkpoint({**best, "real_only": {**ro.state(), "weight": weight}}, best_path)
         ro.save(run.path("real_only.json"))
-    return combine(scores, ro_scores, weight), {
+    return combine(scores, ro_scores, weight), ro_scores, {
         "val_auc_model": model_auc, "val_auc_real_only": metrics.auc(val_ds.targets[idx], ro_scores),
         "real_only_weight": weight, "real_only_n_real": len(ro.fitted_names)}
 
