@@ -308,10 +308,13 @@ def test_a_joined_score_reports_its_parts_as_rows_of_their_own(tiny_root, tmp_pa
     monkeypatch.setattr("ffdv_utils.experiments.protocols.fit", fake_fit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        results = run_protocols("parts", tiny_root, [{"name": "j", "real_only_weight": 0.5}], ["plain"])
-    assert calls == ["parts-j-plain"]  # one training for three rows
-    assert list(results.name) == ["j", "j[model]", "j[real_only]"]
+        results = run_protocols("parts", tiny_root, [{"name": "j", "real_only_weight": 0.5}], ["plain"], seeds=2)
+    assert calls == ["parts-j-plain", "parts-j-s43-plain"]  # one training per seed for three rows
+    assert list(results.name) == ["j", "j[model]", "j[real_only]"] * 2  # the parts of both seeds share a name
+    assert list(results.seed) == [42] * 3 + [43] * 3
     folder = tmp_path / "out" / "parts"
+    assert results.predictions.nunique() == 6
+    results = results[results.seed == 42]
     preds = {n: pd.read_csv(folder / p) for n, p in zip(results.name, results.predictions)}
     val = pd.read_csv(folder.parent / "parts-j-plain" / "val_predictions.csv")
     for name, col in (("j", "score"), ("j[model]", "model_score"), ("j[real_only]", "real_only_score")):
@@ -319,8 +322,9 @@ def test_a_joined_score_reports_its_parts_as_rows_of_their_own(tiny_root, tmp_pa
                            .loc[preds[name].video_name])
     auc = dict(zip(results.name, results.auc))
     assert auc["j[real_only]"] > auc["j[model]"]  # each row scored on its own part
-    board = protocol_leaderboard(results, folder=folder)
+    board = protocol_leaderboard(pd.read_csv(folder / "protocol_results.csv"), folder=folder)
     assert set(board.name) == {"j", "j[model]", "j[real_only]"} and board["plain auc lo"].notna().all()
+    assert (board.n_seeds == 2).all()
 
 
 def test_two_seed_protocol_run_on_the_sample_data(sample, session_outputs) -> None:

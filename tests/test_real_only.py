@@ -181,6 +181,23 @@ def test_local_face_statistics_see_a_stretch_of_softened_face() -> None:
     assert _local_face_stats(_FaceMaps.of(whole))[0] < steady[0] + 0.2  # a whole-clip change is not a local one
 
 
+def test_the_edge_gradient_sees_a_blending_boundary() -> None:
+    """A face interior pasted with another brightness leaves a step on the inner face's edge: the edge gradient
+    (``inner_edge_gradient``) rises; the same brightness change over the whole crop leaves it alone."""
+    from ffdv_utils.training.real_only import STAT_GROUPS, _face_stats, _FaceMaps
+
+    rng = np.random.default_rng(0)
+    faces = np.clip(rng.normal(120, 6, (8, 64, 64, 3)), 0, 255).astype(np.uint8)
+    maps = _FaceMaps.of(faces)
+    pasted = faces.copy()
+    pasted[:, maps.inner] = np.clip(pasted[:, maps.inner].astype(int) + 40, 0, 255).astype(np.uint8)
+    brighter = np.clip(faces.astype(int) + 40, 0, 255).astype(np.uint8)
+    edge = STAT_GROUPS["face"].index("inner_edge_gradient")
+    plain_edge = _face_stats(faces, maps)[edge]
+    assert _face_stats(pasted, _FaceMaps.of(pasted))[edge] > plain_edge + 0.5
+    assert abs(_face_stats(brighter, _FaceMaps.of(brighter))[edge] - plain_edge) < 0.05
+
+
 def test_groups_choose_the_statistics_and_unknown_groups_are_refused() -> None:
     from ffdv_utils.training.real_only import DEFAULT_GROUPS, STAT_GROUPS, group_columns
 

@@ -462,3 +462,17 @@ def test_workspace_loader_slices_the_memory_map_once_per_batch_and_opens_no_file
     base = torch.utils.data.DataLoader(BaselineJpegDataset(jpegs, np.zeros(n), 32), batch_size=batch)
     assert sum(len(y) for _, y in base) == n
     assert sorted(opened) == sorted(jpegs) and not reads  # one file opened per item
+
+
+def test_the_real_only_settings_do_not_restart_a_finished_training() -> None:
+    """The real-only score is fitted after training: its weight or groups changing must not throw the trained
+    model away (a 05 rerun with another weight resumes with nothing to train), while a training setting must."""
+    from ffdv_utils.core.config import params_hash
+    from ffdv_utils.core.schema import TRAIN_DEFAULTS
+    from ffdv_utils.training.loop import _train_key
+
+    base = dict(TRAIN_DEFAULTS)
+    key = params_hash(_train_key(base))
+    assert params_hash(_train_key({**base, "real_only_weight": 0.9, "real_only_groups": ["sync"]})) == key
+    assert params_hash(_train_key({**base, "lr": 1.0e-4})) != key
+    assert params_hash(_train_key({**base, "pseudo_local": 0.5})) != key

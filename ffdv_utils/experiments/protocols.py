@@ -324,7 +324,9 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
                 merged = split.eval.merge(part, on="video_name", how="inner")
                 merged[[c for c in ("video_name", "target", "kind", "score") if c in merged]].to_csv(pred_path,
                                                                                                      index=False)
-                extra = {"name": name, "train_time_s": None, "part_of": label} if suffix else {}
+                # (``label`` carries the seed, ``row["name"]`` does not: the parts of every seed share one name)
+                extra = {"name": f"{row['name']}{suffix}", "train_time_s": None, "part_of": row["name"]} if suffix \
+                    else {}
                 rows.append({**row, **extra, **evaluate_scores(split, part), "wall_s": time.time() - t0,
                              "predictions": str(pred_path.relative_to(folder))})
     table = pd.DataFrame(rows)

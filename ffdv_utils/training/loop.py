@@ -352,7 +352,9 @@ def _train_key(p: Mapping[str, Any]) -> dict:
 
     ``data_root`` is left out too: where the data lives (a relative path, a Kaggle mount) is not how the model
     trains, so a run launched by torchrun with ``--data-root`` resumes in the notebook that found the data itself.
+    So are the real-only score's settings: it is fitted after training (``_with_real_only``), so a finished run whose
+    weight or groups changed resumes with nothing to train and is joined anew.
     """
     skip = {"progress", "num_workers", "resume", "device", "run_name", "epochs", "compile", "dist_timeout_min",
-            "data_root"}
+            "data_root", "real_only_weight", "real_only_groups"}
     return {k: v for k, v in p.items() if k not in skip}

@@ -12,8 +12,9 @@ Per clip, from the feature cache (``clip_statistics``):
 - **voice**: how natural the spectrum is -- spectral flatness, the share of energy in the top quarter of the bands,
   smoothness across bands and along time, and the number of distinct levels (quantised spectra have few);
 - **face**: blending traces -- the sharpness (Laplacian energy) of the inner face against the whole crop, the
-  colour step between the inner face and the ring round it, and how much more the inner face changes from frame to
-  frame than the ring (an interior that moves on its own);
+  colour step between the inner face and the ring round it, how much more the inner face changes from frame to
+  frame than the ring (an interior that moves on its own), and the gradient energy on the inner face's edge against
+  inside it (the blending boundary that self-blended images train a detector to see);
 - **prosody**: how the pitch moves -- a harmonic-spacing track of the low mel bands (evenly spaced below 1 kHz),
   the spread of log2 F0 over voiced columns and its step between neighbours, and the harmonic strength (natural
   speech has intonation and breath; a vocoder's excitation is often flatter and more regular);
@@ -24,10 +25,10 @@ Per clip, from the feature cache (``clip_statistics``):
   replaced, as in LAV-DF and AV-Deepfake1M) -- the lowest speech-energy / lip-spread correlation over windows of 3/8
   of the clip, and the largest 3-frame departure of the inner face's sharpness and grey level from the clip's median.
 
-``STAT_GROUPS`` names the groups; ``real_only_groups`` chooses them (``DEFAULT_GROUPS``: sync, voice, face and
-prosody -- chosen on the validation split of the 600-clip sample, where every fake kind is unseen by this score
-because it never sees a fake: ``tools/real_only_study.py``, ``docs/runs/real_only_study600.csv``; motion and
-consistency lowered it there).
+``STAT_GROUPS`` names the groups; ``real_only_groups`` chooses them (``DEFAULT_GROUPS``: all but motion -- chosen on
+the 600-clip sample by the mean AUC over the validation split's fake kinds and pseudo-fakes of its real clips, whole
+and partial, every one of them unseen by this score because it never sees a fake: ``tools/real_only_study.py``,
+``docs/runs/select600/real_only_study.csv``; motion lowered it there).
 
 ``RealOnlyModel.fit`` keeps only rows with target 0 (a test checks that no fake row reaches the fit), standardises
 them, and fits a Gaussian with Ledoit-Wolf shrinkage; ``score`` is the squared Mahalanobis distance d mapped to
@@ -198,8 +199,10 @@ class _FaceMaps:
 
     grey: np.ndarray
     lap: np.ndarray
+    grad: np.ndarray
     inner: np.ndarray
     ring: np.ndarray
+    edge: np.ndarray
 
     @classmethod
     def of(cls, faces: np.ndarray) -> "_FaceMaps":
@@ -208,7 +211,8 @@ class _FaceMaps:
         d = ((xx - s / 2) / (0.26 * s)) ** 2 + ((yy - 0.55 * s) / (0.32 * s)) ** 2
         grey = faces.mean(3).astype(np.float32)
         lap = np.stack([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey])
-        return cls(grey, lap, d < 1, (d >= 1.2) & (d < 1.8))
+        grad = np.stack([np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) for g in grey])
+        return cls(grey, lap, grad, d < 1, (d >= 1.2) & (d < 1.8), (d > 0.8) & (d < 1.25))
 
 
 def _window_peak(values: np.ndarray, w: int) -> float:
@@ -236,14 +240,17 @@ def _face_stats(faces: np.ndarray, face: _FaceMaps) -> list[float]:
     # inner-face motion against the ring's: a face interior that moves on its own (re-enacted, warped) swims
     diff = np.abs(np.diff(grey, axis=0)) if len(grey) > 1 else np.zeros((1,) + grey.shape[1:], np.float32)
     swim = float(diff[:, inner].mean() / (diff[:, ring].mean() + 1e-6))
-    return [sharp, step, swim]
+    # the blending boundary (the cue self-blended images train for): gradient energy on the inner face's edge
+    # against inside it
+    edge = float(np.log((face.grad[:, face.edge].mean() + 1.0) / (face.grad[:, inner].mean() + 1.0)))
+    return [sharp, step, swim, edge]
 
 
 STAT_GROUPS: dict[str, list[str]] = {
     "sync": ["sync_lag0", "sync_best", "sync_best_lag"],
     "motion": ["landmark_jerk", "eye_distance_spread", "eye_mouth_spread", "frame_change"],
     "voice": ["spectral_flatness", "top_band_share", "smooth_across_bands", "smooth_along_time", "levels"],
-    "face": ["inner_sharpness", "inner_ring_colour_step", "inner_motion_ratio"],
+    "face": ["inner_sharpness", "inner_ring_colour_step", "inner_motion_ratio", "inner_edge_gradient"],
     "prosody": ["pitch_spread", "pitch_step", "harmonicity"],
     "consistency": ["tilt_window_spread", "flatness_window_spread", "sharpness_window_spread",
                     "colour_window_spread"],
@@ -253,7 +260,7 @@ STAT_NAMES = [name for group in STAT_GROUPS.values() for name in group]
 
 
 # bump when any statistic changes: the per-clip cache (``statistics_folder``) is keyed by it
-STATS_VERSION = "s2"
+STATS_VERSION = "s3"
 
 
 def statistics_folder(params: Mapping[str, Any]) -> Path:
@@ -387,7 +394,7 @@ def combine(model_scores: Sequence[float], real_only_scores: Sequence[float], we
     return (1 - weight) * np.asarray(model_scores, float) + weight * np.asarray(real_only_scores, float)
 
 
-DEFAULT_GROUPS = ("sync", "voice", "face", "prosody")
+DEFAULT_GROUPS = ("sync", "voice", "face", "prosody", "consistency", "local")
 
 
 def group_columns(groups: Sequence[str] | None) -> list[str]:
