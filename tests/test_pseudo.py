@@ -59,6 +59,15 @@ def test_the_draw_is_deterministic_for_seed_epoch_and_clip_name() -> None:
     assert {d[1] for d in made} == {0, 1, 2, 3} and {d[0] for d in made} == {"voice", "splice"}
 
 
+def test_the_draw_does_not_depend_on_the_order_families_are_listed_in() -> None:
+    # a preset lists families as typed, a run's params.yaml sorted: the same settings must draw the same pseudo-fakes
+    typed = PseudoFakes({"voice": 0.2, "face_blend": 0.2, "splice": 0.2}, seed=3)
+    sorted_ = PseudoFakes({"face_blend": 0.2, "splice": 0.2, "voice": 0.2}, seed=3)
+    draws = [typed.draw(f"c{i}", 2) for i in range(300)]
+    assert draws == [sorted_.draw(f"c{i}", 2) for i in range(300)]
+    assert {d[0] for d in draws if d is not None} == {"voice", "face_blend", "splice"}
+
+
 @pytest.mark.parametrize("name", ["face_blend", "voice", "av_offset", "mouth_reorder"])
 def test_a_partial_pseudo_fake_changes_one_segment_only(name: str) -> None:
     clip = _clip(t=16)

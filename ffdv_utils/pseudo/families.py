@@ -287,6 +287,11 @@ class PseudoFakes:
     local: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # the families in name order: a draw must not depend on the key order of a params file (a run's params.yaml
+        # is written with sorted keys, a preset in the order it was typed; both must draw the same pseudo-fakes)
+        self.probs = {f: float(self.probs[f]) for f in sorted(self.probs)}
+
     def draw(self, name: str, epoch: int) -> tuple[str, int] | None:
         """(family, variant) clip ``name`` gets this epoch, or None (it stays as it is)."""
         rng = np.random.default_rng((self.seed, epoch, clip_key(name), 7919))
