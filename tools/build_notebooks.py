@@ -207,7 +207,15 @@ def compare_nb():
         "identities held out -- faces and voices the model never saw, as in FFDV's test set.\n"
         "- `cluster` (kinds unknown): train + val clustered on media / feature statistics, whole clusters held "
         "out.\n"
+        "- `grouped` (needs groups: `groups_csv` + `group_column`, or a labelled folder as data root): whole "
+        "groups -- sources, generators, your own clusters -- held out, grouped K-fold (`group_folds`) or "
+        "leave-one-group-out (`group_folds: 0`). Point `data_root` at a folder of `labels.csv` + `clips/` (e.g. "
+        "`-f params/realworld.yaml -p data_root DIR`) for leave-source-out on real-world clips.\n"
         "- `test` (needs `test_labels`): train split -> labelled test split (sample data).\n\n"
+        "Two floors run under every protocol (`floors`): `floor-baseline`, the public baseline notebook's recipe "
+        "(seed mel image, ResNet18, Adam 3e-3, StepLR(4, 0.85), 10 epochs; random init, since the notebook's "
+        "ImageNet download is never made here), and `floor-metadata`, a logistic regression on container and "
+        "stream fields only. The `floors` column flags every candidate that does not beat both.\n\n"
         "The last epoch is kept (the eval part never picks a checkpoint). Each (candidate, split) is trained once "
         "per training seed (`seeds`: a count from the 03 seed, or a list; use 3 or more to compare models). ONE "
         "leaderboard: per protocol the AUC as mean ± sd over seeds with a bootstrap 95 % interval (eval clips "
@@ -219,7 +227,9 @@ def compare_nb():
         [("code", """
 results = experiments.run_protocols(run_name, run.data_root, candidates, eval_protocols, kinds_csv=kinds_csv,
                                   test_labels=test_labels, shared=shared, n_clusters=n_clusters,
-                                  cluster_folds=cluster_folds, seed=seed, seeds=seeds)
+                                  cluster_folds=cluster_folds, seed=seed, seeds=seeds, groups_csv=groups_csv,
+                                  group_column=group_column, group_folds=group_folds, floors=floors,
+                                  floor_baseline_pretrained=floor_baseline_pretrained)
 board = experiments.protocol_leaderboard(results, folder=run.dir)  # numbers; intervals from protocol_predictions/
 experiments.save_leaderboard(board, run.dir, "leaderboard.csv")
 experiments.leaderboard_display(board)

@@ -105,8 +105,14 @@ CANDIDATES: dict[str, Any] = {
 # test; ``cluster_folds``: folds of the cluster and held_out_identity protocols; ``seed``: the clustering's;
 # ``seeds``: training seeds per (candidate, split) -- a count (the 03 seed and the ones after it) or a list; the
 # leaderboard reports mean +- sd over them (use >= 3 to compare; 1 keeps the demo fast)
+# ``groups_csv`` / ``group_column`` / ``group_folds``: the grouped protocol's groups (any column of a CSV keyed by
+# video_name; a labelled folder's labels.csv when unset) and its folds (0: leave-one-group-out);
+# ``floors``: the rows every candidate must beat (``experiments.floors``: baseline, metadata);
+# ``floor_baseline_pretrained``: a local ImageNet-1K resnet18 weights file for the baseline floor (random init without)
 PROTOCOLS: dict[str, Any] = {"eval_protocols": ["plain", "held_out_kind", "cluster", "test"], "kinds_csv": None,
-                             "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0, "seeds": 1}
+                             "test_labels": None, "n_clusters": 6, "cluster_folds": 2, "seed": 0, "seeds": 1,
+                             "groups_csv": None, "group_column": "source", "group_folds": 5,
+                             "floors": ["baseline", "metadata"], "floor_baseline_pretrained": None}
 BACKBONES: dict[str, Any] = {
     "backbones": [{"name": "resnet18", "model": "resnet18"}, {"name": "efficientnet_b0", "model": "efficientnet_b0"},
                   {"name": "mobilenetv3_large_100", "model": "mobilenetv3_large_100"}],

@@ -14,7 +14,7 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import pandas as pd
 
@@ -22,6 +22,9 @@ from ..core.paths import data_root_path, resolve_path
 
 SPLIT_DIRS = {"train": "trainset", "val": "valset", "test": "testset"}
 LABEL_FILES = {"train": "train_label.txt", "val": "val_label.txt"}
+# a labelled folder: one pool of clips, no train / val split of its own (``data.groups`` makes them)
+POOL_LABELS = "labels.csv"
+POOL_CLIPS = "clips"
 TARGET_COLUMNS = ("target", "label")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -189,3 +192,33 @@ def clips_for_splits(data_root: str | os.PathLike | None, splits: Iterable[str] 
     if not parts:
         return pd.DataFrame(columns=["video_name", "path", "split", "exists"])
     return pd.concat(parts, ignore_index=True)
+
+
+def is_pool(data_root: Any) -> bool:
+    """Whether ``data_root`` is a labelled folder (``labels.csv`` + ``clips/``) rather than an FFDV layout."""
+    if data_root is None:
+        return False
+    root = data_root_path(data_root)
+    return (root / POOL_LABELS).is_file() and (root / POOL_CLIPS).is_dir()
+
+
+def pool_clips(data_root: Any) -> pd.DataFrame:
+    """The clips of a labelled folder: video_name, target, path, split (``pool``), folder (``clips``).
+
+    Labelled names with no file are left out with a warning naming the file; the label rule is the one of the
+    FFDV label files (``data.labels.read_labels``: header, 0/1 targets, no name twice).
+    """
+    root = data_root_path(data_root)
+    labels = read_labels(root / POOL_LABELS)
+    folder = root / POOL_CLIPS
+    present = {p.name for p in folder.iterdir() if p.is_file()}
+    names = [n if n in present else (n + ".mp4" if n + ".mp4" in present else None) for n in labels.video_name]
+    missing = [n for n, found in zip(labels.video_name, names) if found is None]
+    if missing:
+        warnings.warn(f"{root / POOL_LABELS}: {len(missing)} labelled clip(s) have no file in {folder} and are left "
+                      f"out (first: {', '.join(missing[:5])})", stacklevel=2)
+    df = labels.assign(video_name=names).dropna(subset=["video_name"]).reset_index(drop=True)
+    df["path"] = [str(folder / n) for n in df.video_name]
+    df["split"] = "pool"
+    df["folder"] = POOL_CLIPS
+    return df

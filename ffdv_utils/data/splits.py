@@ -26,7 +26,7 @@ import pandas as pd
 from ..core.files import atomic_write
 from ..core.paths import data_root_path, resolve_path
 from ..sample_data.generate import SPLIT_DIRS
-from .labels import canonical_name, labelled_frame, list_test, read_labels
+from .labels import canonical_name, is_pool, labelled_frame, list_test, pool_clips, read_labels
 
 SPLIT_COLUMNS = ("video_name", "part", "target", "folder")
 
@@ -58,7 +58,11 @@ class Split:
 
 
 def labelled_clips(data_root: Any, splits: Iterable[str] = ("train", "val")) -> pd.DataFrame:
-    """Labelled clips with video_name, target, path, split and folder (relative to the data root)."""
+    """Labelled clips with video_name, target, path, split and folder (relative to the data root).
+
+    A labelled folder (``labels.csv`` + ``clips/``, ``data.labels.is_pool``) is one pool: split ``pool``."""
+    if is_pool(data_root):
+        return pool_clips(data_root)
     df = labelled_frame(data_root, splits)
     df["folder"] = [SPLIT_DIRS[s] for s in df.split]
     return df

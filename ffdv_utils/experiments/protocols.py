@@ -13,7 +13,15 @@ image-track winner re-split FFDV's validation set by clustering for that reason)
 - ``held_out_identity``: with identities known (an ``identity`` column in the kinds CSV, as in the sample data's
   answers), the identities of train + val are dealt to ``cluster_folds`` folds; a fold evaluates on every clip of
   its identities and trains on the others' -- faces and voices the model never saw, as in FFDV's test set.
+- ``grouped``: whole groups held out (``data.groups``): any column of a groups file keyed by ``video_name``
+  (``groups_csv``, ``group_column``; a labelled folder's own ``labels.csv`` by default), grouped K-fold
+  (``group_folds``) or leave-one-group-out (``group_folds: 0``). On a labelled folder (``labels.csv`` + ``clips/``,
+  such as real-world clips split by the source they come from) it is the protocol that says how a model does on
+  sources it never saw.
 - ``test``: train split trains, a labelled test split evaluates (sample data: ``answers/test_label.txt``).
+
+Every protocol also trains and scores the two floors (``experiments.floors``, ``floors``): the public baseline's
+recipe and a metadata-only model; the leaderboard flags any candidate that does not beat both.
 
 A split is written as a CSV (``video_name, part, target, folder``; ``part`` is train or eval, ``folder`` is
 relative to the data root) and handed to ``train.fit`` as the ``split_csv`` parameter (``clip_datasets``
@@ -27,6 +35,7 @@ every seed and split), and TPR at FPR 1e-2 / 1e-3 with the number of real clips,
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import warnings
@@ -42,8 +51,10 @@ from ..core.paths import data_root_path, run_dir
 from ..core.plots import draw_roc, save_figure
 from ..core.runs import start_run
 from ..core.schema import FEATURES, with_defaults
+from ..data.groups import attach_groups, grouped_splits, read_groups
 from ..data.index import media_index
 from ..data.kinds import attach_kinds, read_kinds
+from ..data.labels import POOL_LABELS, DataError, is_pool
 from ..data.splits import (
     Split,
     cluster_splits,
@@ -59,8 +70,9 @@ from ..inference.score import predict_clips
 from ..models.checkpoint import load_model
 from ..training.loop import fit
 from .candidates import base_train_params, iter_candidates
+from .floors import BASELINE_FLOOR, METADATA_FLOOR, baseline_params, floor_flags, is_floor, metadata_scores
 
-PROTOCOLS = ("plain", "held_out_kind", "held_out_identity", "cluster", "test")
+PROTOCOLS = ("plain", "held_out_kind", "held_out_identity", "cluster", "grouped", "test")
 PARTS = ("model", "real_only")  # the parts of a joined score (real_only_weight > 0) reported as rows of their own
 
 # ---- hook for the pseudo-fake stage (issue 14, part 1; not built here) ----------------------------------------
@@ -160,8 +172,12 @@ def cluster_assign(stats: pd.DataFrame, n_clusters: int = 6, seed: int = 0) -> n
 def make_splits(data_root: Any, protocols: Sequence[str] = ("plain", "held_out_kind", "cluster"),
                 kinds_csv: Any = None, test_labels: Any = None, params: Mapping[str, Any] | None = None,
                 n_clusters: int = 6, cluster_folds: int = 2, seed: int = 0, index: pd.DataFrame | None = None,
-                progress: bool = False) -> list[Split]:
+                progress: bool = False, groups_csv: Any = None, group_column: str = "source",
+                group_folds: int = 5) -> list[Split]:
     """Every split of the requested protocols that the available information allows.
+
+    ``grouped`` reads ``group_column`` of ``groups_csv`` (default: the data root's ``labels.csv`` when it is a
+    labelled folder); without a groups file it is an error naming what to set.
 
     ``held_out_kind`` needs ``kinds_csv``; without it a warning says so and ``cluster`` is used instead (if not
     already requested). ``test`` needs ``test_labels`` and is skipped with a warning without them.
@@ -177,7 +193,12 @@ def make_splits(data_root: Any, protocols: Sequence[str] = ("plain", "held_out_k
                       stacklevel=2)
         wanted = [p for p in wanted if p != "held_out_kind"] + ([] if "cluster" in wanted else ["cluster"])
     splits: list[Split] = []
+    pooled = is_pool(data_root)
     for proto in wanted:
+        if pooled and proto not in ("grouped", "cluster"):
+            warnings.warn(f"{proto} needs FFDV's train / val label files; a labelled folder ({POOL_LABELS} + clips/) "
+                          "has one pool of clips: use grouped or cluster; skipped", stacklevel=2)
+            continue
         if proto == "plain":
             splits.append(plain_split(clips))
         elif proto == "held_out_kind":
@@ -191,6 +212,13 @@ def make_splits(data_root: Any, protocols: Sequence[str] = ("plain", "held_out_k
         elif proto == "cluster":
             stats = clip_statistics(clips, params, index=index, progress=progress)
             splits.extend(cluster_splits(clips, cluster_assign(stats, n_clusters, seed), cluster_folds))
+        elif proto == "grouped":
+            source = groups_csv or (data_root_path(data_root) / POOL_LABELS if is_pool(data_root) else None)
+            if source is None:
+                raise DataError("the grouped protocol needs groups_csv (a CSV with video_name and a group column, "
+                                "group_column) or a labelled folder as data root (labels.csv with that column)")
+            splits.extend(grouped_splits(attach_groups(clips, read_groups(source, group_column)), group_folds,
+                                         seed))
         elif proto == "test":
             if not test_labels:
                 warnings.warn("the test protocol needs test_labels; skipped", stacklevel=2)
@@ -254,7 +282,9 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
                   protocols: Sequence[str] = ("plain", "held_out_kind", "cluster"), kinds_csv: Any = None,
                   test_labels: Any = None, shared: Mapping[str, Any] | None = None, n_clusters: int = 6,
                   cluster_folds: int = 2, seed: int = 0, progress: bool = False,
-                  seeds: int | Sequence[int] | None = None) -> pd.DataFrame:
+                  seeds: int | Sequence[int] | None = None, groups_csv: Any = None, group_column: str = "source",
+                  group_folds: int = 5, floors: Sequence[str] = (),
+                  floor_baseline_pretrained: Any = None) -> pd.DataFrame:
     """Train every candidate on every split of ``protocols``, once per training seed, and score it on the split's
     eval part.
 
@@ -279,14 +309,26 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     folder = run_dir(run_name)
     splits = make_splits(data_root, protocols, kinds_csv=kinds_csv, test_labels=test_labels,
                          params={**base, **dict(shared or {})}, n_clusters=n_clusters, cluster_folds=cluster_folds,
-                         seed=seed, index=None, progress=progress)
+                         seed=seed, index=None, progress=progress, groups_csv=groups_csv, group_column=group_column,
+                         group_folds=group_folds)
+    floors = list(floors or ())
+    unknown = sorted(set(floors) - {"baseline", "metadata"})
+    if unknown:
+        raise ValueError(f"unknown floor(s) {', '.join(unknown)}; choose from baseline, metadata")
+    index = _floor_index(splits, folder, progress) if "metadata" in floors else None
     pd.DataFrame([s.summary() for s in splits]).to_csv(folder / "protocol_splits.csv", index=False)
     trained: dict[tuple[str, str], str] = {}
     rows = []
     seeds = 1 if seeds is None else seeds  # one run per candidate with its own seed, as before seeds existed
     for split in splits:
         split_path = write_split(split, folder / "splits" / f"{split.name}.csv")
-        for label, over, params, cand_row in iter_candidates(base, candidates, shared, seeds):
+        if index is not None:
+            rows.append(_metadata_row(split, index, folder))
+        entries = iter_candidates(base, candidates, shared, seeds)
+        if "baseline" in floors:
+            floor_base = baseline_params({**base, **dict(shared or {})}, floor_baseline_pretrained)
+            entries = itertools.chain(iter_candidates(floor_base, [{"name": BASELINE_FLOOR}], None, seeds), entries)
+        for label, over, params, cand_row in entries:
             fold = fold_overrides(split, params)
             params.update(split_csv=str(split_path), select_metric="last", progress=progress,
                           run_name=f"{run_name}-{label}-{split.name}", **fold)
@@ -332,6 +374,25 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     table = pd.DataFrame(rows)
     table.to_csv(folder / "protocol_results.csv", index=False)
     return table
+
+
+def _floor_index(splits: Sequence[Split], folder: Path, progress: bool) -> pd.DataFrame:
+    """The media index (probe fields) of every clip of ``splits``, cached in the run folder."""
+    clips = pd.concat([pd.concat([s.train, s.eval]) for s in splits], ignore_index=True)
+    clips = clips.drop_duplicates("video_name")[["video_name", "path"]].reset_index(drop=True)
+    return media_index(clips, cache=folder / "floor_media_index.csv", progress=progress)
+
+
+def _metadata_row(split: Split, index: pd.DataFrame, folder: Path) -> dict:
+    """``floor:metadata`` on one split as a results row, its eval predictions saved like a candidate's."""
+    t0 = time.time()
+    scores = metadata_scores(split, index)
+    pred_path = folder / "protocol_predictions" / f"{split.name}__{METADATA_FLOOR}.csv"
+    pred_path.parent.mkdir(parents=True, exist_ok=True)
+    merged = split.eval.merge(scores, on="video_name", how="inner")
+    merged[[c for c in ("video_name", "target", "kind", "score") if c in merged]].to_csv(pred_path, index=False)
+    return {**split.summary(), "name": METADATA_FLOOR, "seed": 0, "n_params": None, **evaluate_scores(split, scores),
+            "wall_s": time.time() - t0, "predictions": str(pred_path.relative_to(folder))}
 
 
 LEADER_METRICS = ("auc", "tpr@fpr=1e-2", "tpr@fpr=1e-3")
@@ -484,7 +545,10 @@ def protocol_leaderboard(results: pd.DataFrame, metrics: Sequence[str] = LEADER_
     first = next((c for c in table.columns if c.endswith(" auc")), None)
     if first is not None:
         table = table.sort_values(first, ascending=False, na_position="last")
-    return table.reset_index()
+    table = table.reset_index()
+    if table["name"].map(is_floor).any():
+        table["floors"] = floor_flags(table)
+    return table
 
 
 def _cell(mean: float, sd: float = float("nan"), lo: float = float("nan"), hi: float = float("nan"),
@@ -516,7 +580,7 @@ def leaderboard_display(board: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
             out[f"{proto} TPR@{metrics.fpr_name(fpr)}"] = [
                 metrics.tpr_label(v, int(n), fpr, digits, sd) if np.isfinite(n) else _cell(v, sd, digits=digits)
                 for v, sd, n in zip(get(f"{proto} {m}"), get(f"{proto} {m} sd"), get(f"{proto} n_real"))]
-    for col in ("n_seeds", "params_M", "train_time_s", "error"):
+    for col in ("floors", "n_seeds", "params_M", "train_time_s", "error"):
         if col in board:
             out[col] = board[col].round(2) if col in ("params_M", "train_time_s") else board[col]
     return out
