@@ -47,7 +47,9 @@ FACE: dict[str, Any] = {
 # ``input_norm``: the scaling the backbone's weights want, re-mapped from the ImageNet-normalised batches: ``auto``
 # (from ``pretrained``), ``imagenet``, ``inception`` ((x - 0.5) / 0.5) or {mean: [...], std: [...]}.
 # ``freeze_backbone``: false, true, audio or visual -- those backbones keep their pretrained weights, their outputs are
-# computed once per clip into the feature cache (``features.embeddings``) and only the heads train (the CPU path)
+# computed once per clip into the feature cache (``features.embeddings``) and only the heads train (the CPU path).
+# ``profile_bins`` / ``profile_faces``: model_type ``profile`` (``models.profile``: a linear score on the speech
+# spectrum's shape in that many bands and, with faces, the steadiness of the face's sharpness)
 MODEL: dict[str, Any] = {
     "model_type": "audio", "model": "resnet18", "pretrained": False, "input_norm": "auto", "freeze_backbone": False,
     "visual_model": None,
@@ -55,6 +57,7 @@ MODEL: dict[str, Any] = {
     "sync_dim": 64, "modality_dropout": 0.0, "max_params": None,
     "marle_stage": 2, "marle_regions": 4, "marle_dim": 128, "marle_hidden": 128, "marle_mask": "min",
     "marle_mask_ratio": 0.3, "marle_div_weight": 0.1, "marle_tc_weight": 0.1, "marle_audio": "none",
+    "profile_bins": 32, "profile_faces": True,
 }
 
 # training: the public baseline's recipe (Adam 3e-3, StepLR(4, 0.85), 10 epochs, batch 40, flips) and the runtime.

@@ -33,6 +33,9 @@ MEL_PRESETS: dict[str, dict[str, Any]] = {
         "resampler": "soxr",
     },
 }
+# The whole band a recording holds: the baseline's image at 48 kHz (mel bands up to 24 kHz), so where a clip's
+# spectrum ends -- 8 kHz for 16 kHz speech, 12 kHz for 24 kHz vocoders, 20 kHz for a camera -- is in the picture.
+MEL_PRESETS["wide"] = {**MEL_PRESETS["seed"], "sr": 48000}
 MEL_PRESETS["baseline"] = MEL_PRESETS["seed"]  # alias: same parameters, same hash, same cache
 
 _INT_FIELDS = {"sr", "n_fft", "hop_length", "win_length", "n_mels", "height", "width"}

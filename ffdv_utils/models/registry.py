@@ -25,11 +25,12 @@ from .backbones import resolve_pretrained
 from .heads import AudioModel, FusionModel, VisualModel
 from .layers import freeze_choice
 from .marle import MarleModel
+from .profile import ProfileModel
 from .pretrained import resolve_norm, source_kind, weights_sha256
 from .rules import ModelRuleError, check_size
 
 MODELS: dict[str, type[nn.Module]] = {"audio": AudioModel, "visual": VisualModel, "fusion": FusionModel,
-                                      "marle": MarleModel}
+                                      "marle": MarleModel, "profile": ProfileModel}
 MODEL_TYPES = tuple(MODELS)
 
 
@@ -54,7 +55,8 @@ def backbone_names(params: Mapping[str, Any]) -> list[str]:
     p = with_defaults(params, MODEL)
     face = p["visual_model"] or p["model"]
     return {"audio": [p["model"]], "visual": [p["model"]], "fusion": [p["model"], face],
-            "marle": [face] + ([p["model"]] if p["marle_audio"] in ("mel", "both") else [])}[p["model_type"]]
+            "marle": [face] + ([p["model"]] if p["marle_audio"] in ("mel", "both") else []),
+            "profile": []}[p["model_type"]]
 
 
 def resolve_model_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,7 +76,7 @@ def resolve_model_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if p["freeze_backbone"] and kind not in ("audio", "visual", "fusion"):
         raise ModelRuleError(f"freeze_backbone works with model_type audio, visual or fusion, not {kind!r}")
     wanted = {name: resolve_norm(p["input_norm"], p["pretrained"], name) for name in backbone_names(p)}
-    values = list(wanted.values())
+    values = list(wanted.values()) or [resolve_norm(p["input_norm"], False, "")]  # no backbone: the batches' own
     if any(v != values[0] for v in values):
         raise ModelRuleError(f"input_norm: auto is ambiguous: the backbones' weights want {wanted}; "
                              "set input_norm to one of them")
