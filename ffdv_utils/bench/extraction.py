@@ -28,7 +28,7 @@ from ..sample_data.clips import SHORT_SHAPES, make_clips
 # bench extraction
 
 
-def _peak_rss_mib() -> dict[str, float]:
+def peak_rss_mib() -> dict[str, float]:
     """Peak resident memory (MiB) of this process and of its largest finished child.
 
     ``self`` is the kernel's high-water mark of this process's memory (VmHWM): getrusage's RUSAGE_SELF figure
@@ -153,7 +153,7 @@ def _mtcnn_timing(clips: list[dict], root: str, frames: int) -> dict:
     store = extract_faces(df, fp, Path(root) / "mtcnn", workers=1, progress=False)
     cpu = (sum(os.times()[:2]) - c0) / len(df)
     found = float(np.mean([store.face_found(n).mean() for n in df["video_name"]]))
-    return {"stats": store.stats, "cpu": cpu, "found": found, "rss": _peak_rss_mib()["self"]}
+    return {"stats": store.stats, "cpu": cpu, "found": found, "rss": peak_rss_mib()["self"]}
 
 
 def bench_extraction(videos: str | os.PathLike | None = None, workers: int | None = None, limit: int | None = None,
@@ -195,7 +195,7 @@ def bench_extraction(videos: str | os.PathLike | None = None, workers: int | Non
     import pandas as pd
 
     workers = workers or os.cpu_count() or 1
-    rss_start = _peak_rss_mib()["self"]
+    rss_start = peak_rss_mib()["self"]
     load_start = _load()
     with tempfile.TemporaryDirectory(prefix="ffdv_bench_") as tmp:
         tmp = Path(tmp)
@@ -312,7 +312,7 @@ def bench_extraction(videos: str | os.PathLike | None = None, workers: int | Non
                 fp = extract_faces(face_clips, {}, tmp / "facesp", workers=workers, progress=progress).stats
                 log(f"    face crops, {fp['workers']} workers: {fp['clips_per_s']:.2f} clips/s")
                 result["faces_par_clips_per_s"] = fp["clips_per_s"]
-        rss = _peak_rss_mib()  # before (e): its torch lives in a child, counted on its own
+        rss = peak_rss_mib()  # before (e): its torch lives in a child, counted on its own
         if faces and mtcnn:
             ctx = mp_.get_context("forkserver" if "forkserver" in mp_.get_all_start_methods() else "spawn")
             with ProcessPoolExecutor(1, mp_context=ctx) as pool:
