@@ -82,8 +82,6 @@ def test_statistics_are_computed_once_per_clip_and_read_back(sample: dict, monke
 
 @pytest.mark.slow
 def test_a_run_with_real_only_weight_scores_the_test_api_with_it(sample: dict, tmp_path: Path) -> None:
-    import torch
-
     from ffdv_utils.core.runs import Run
     from ffdv_utils.detector import load_detector
     from ffdv_utils.inference.score import predict_clips, score_table

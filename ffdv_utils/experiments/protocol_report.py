@@ -6,6 +6,7 @@ per protocol and the per-split detail table.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
