@@ -180,7 +180,7 @@ def bench_extraction(videos: str | os.PathLike | None = None, workers: int | Non
         clips_dir: Keep generated clips here (reused next time); None: a temporary folder.
         faces: Also time face crops.
         mtcnn: With ``faces``, also time MTCNN face crops (e).
-        mtcnn_frames: Frames per clip for (e) (the issue's target: >= 1 clip/s per core at 16 frames).
+        mtcnn_frames: Frames per clip for (e) (the target: >= 1 clip/s per core at 16 frames).
         progress: Progress bars.
         log: Where the human-readable lines go.
         min_mel_tasks: Workspace mel runs (and the floor) cycle through the clips until at least this many
@@ -376,17 +376,17 @@ def _fmt_load(load: list[float]) -> str:
     return " / ".join(f"{x:.2f}" for x in load) + " (1 / 5 / 15 min)" if load else "(unknown)"
 
 
-# Clips this short or shorter are judged by issue 16's short-clip targets; the 5-10 s benchmark clips by issue 3's.
+# Clips this short or shorter are judged by the short-clip targets; the 5-10 s benchmark clips by the long-clip ones.
 SHORT_CLIP_S = 6.0
 
 
 def extraction_targets(r: Mapping[str, Any]) -> dict[str, dict]:
-    """The issues' targets judged on a run's figures (only those the run measured).
+    """The extraction speed targets judged on a run's figures (only those the run measured).
 
-    Mels: on short clips (median at most ``SHORT_CLIP_S``, issue 16) >= 12x the baseline on one worker, >= 20x
+    Mels: on short clips (median at most ``SHORT_CLIP_S``) >= 12x the baseline on one worker, >= 20x
     with the default workers, and the workspace's time per clip within 2x of the floor's; on the 5-10 s clips
-    (issue 3) >= 10x and >= 20x, so they must not fall below what was promised there (the floor check applies to
-    every length). Faces >= 2 clips/s per core; MTCNN faces >= 1 clip/s per core at 16 frames (issue 13) in a
+    >= 10x and >= 20x, so they must not fall below what was promised for them (the floor check applies to
+    every length). Faces >= 2 clips/s per core; MTCNN faces >= 1 clip/s per core at 16 frames in a
     process below 1.5 GiB; peak RSS of the extraction < 1.5 GiB.
     """
     short = r.get("clip_seconds_median", SHORT_CLIP_S + 1) <= SHORT_CLIP_S

@@ -3,9 +3,10 @@
 Every parameter a notebook declares, the training command reads or a model is built from is declared here once,
 in groups. ``tools/build_notebooks.py`` writes each notebook's ``parameters`` cell and ``params/NN_name.yaml``
 from ``NOTEBOOK_GROUPS``; ``python -m ffdv_utils train`` starts from ``notebook_defaults("03_train")``, so it and
-notebook 03 resolve the same parameters; ``training``, ``models``, ``features`` and ``inference`` fill what a
-caller left out with ``with_defaults(params, GROUP)`` and then read keys directly (a test keeps
-``params.get("key", literal)`` for a key declared here out of the package).
+notebook 03 resolve the same parameters. The stages read their parameters as typed groups (``core.params``:
+``TrainingParams.of(params)``...), filled from these defaults, or fill what a caller left out with
+``with_defaults(params, GROUP)`` and read keys directly (a test keeps ``params.get("key", literal)`` for a key
+declared here out of the package).
 
 Values are plain YAML-able literals (papermill injects them into the ``parameters`` cell).
 """

@@ -20,6 +20,7 @@ from scipy import stats
 from sklearn.covariance import LedoitWolf
 
 from ..core.files import read_json, write_json
+from ..core.params import RealOnlyParams
 from ..features.statistics import STAT_NAMES, clip_statistics, group_columns
 from .scorers import Scorer, register_scorer
 
@@ -89,7 +90,7 @@ def combine(model_scores: Sequence[float], real_only_scores: Sequence[float], we
 
 def fit_real_only(params: Mapping[str, Any], train: pd.DataFrame, progress: bool = False) -> RealOnlyModel:
     """Statistics of the training clips, then the fit on their real ones only (``real_only_groups``)."""
-    columns = group_columns(params.get("real_only_groups"))
+    columns = group_columns(RealOnlyParams.of(params).real_only_groups)
     return RealOnlyModel(columns=columns).fit(clip_statistics(params, train, progress=progress))
 
 
@@ -102,7 +103,7 @@ class RealOnlyScorer(Scorer):
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "RealOnlyScorer":
-        return cls(RealOnlyModel(columns=group_columns(params.get("real_only_groups"))))
+        return cls(RealOnlyModel(columns=group_columns(RealOnlyParams.of(params).real_only_groups)))
 
     def fit(self, params: Mapping[str, Any], clips: pd.DataFrame, progress: bool = False) -> dict[str, Any]:
         self.model.fit(clip_statistics(params, clips, progress=progress))

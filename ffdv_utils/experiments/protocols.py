@@ -262,7 +262,7 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     """Train every candidate on every split of ``protocols``, once per training seed, and score it on the split's
     eval part.
 
-    ``seeds``: training seeds, a count (None: 1, today's single run) counted from the candidate's own ``seed``, or a
+    ``seeds``: training seeds, a count (None: 1, a single run) counted from the candidate's own ``seed``, or a
     list (``candidates.seed_list``); ``seed`` is the clustering's seed, not a training seed. Each (candidate, split,
     seed) is its own run folder ``outputs/<run>-<candidate>[-s<seed>]-<split>`` (no suffix for the own seed; params,
     checkpoints,
@@ -288,7 +288,7 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     pd.DataFrame([s.summary() for s in splits]).to_csv(folder / "protocol_splits.csv", index=False)
     trained: dict[tuple[str, str], str] = {}
     rows = []
-    seeds = 1 if seeds is None else seeds  # one run per candidate with its own seed, as before seeds existed
+    seeds = 1 if seeds is None else seeds  # one run per candidate, with its own seed
     for split in splits:
         split_path = write_split(split, folder / "splits" / f"{split.name}.csv")
         for label, over, params, cand_row in iter_candidates(base, candidates, shared, seeds):

@@ -23,6 +23,7 @@ from ..core.config import params_hash
 from ..core.device import amp_dtype, resolve_device
 from ..core.errors import ConfigError
 from ..core.files import file_stamp, sha256_file
+from ..core.params import InferenceParams
 from ..core.paths import project_root
 from ..core.schema import INFERENCE, TRAINING, with_defaults
 from ..features.batches import ClipDataset, batch_loader
@@ -92,7 +93,7 @@ def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], 
                 status[rows[i]] = "no_audio"
     bad_score = ~np.isfinite(scores)
     status[bad_score & (status == "ok")] = "fallback: non-finite score"
-    scores[bad_score] = float(p["fallback_score"])
+    scores[bad_score] = InferenceParams.of(p).fallback_score
     return pd.DataFrame({"video_name": clips.video_name, "score": scores, "status": status, **parts})
 
 

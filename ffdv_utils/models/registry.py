@@ -46,7 +46,7 @@ def create_model(params: Mapping[str, Any], check: bool = True) -> nn.Module:
     return model
 
 
-build_model = create_model  # the name the notebooks and older code use
+build_model = create_model  # the name the notebooks use
 
 
 def backbone_names(params: Mapping[str, Any]) -> list[str]:

@@ -1,5 +1,5 @@
 """Synthetic speech of the sample dataset: voices, voiced syllables, the cheap vocoder of the ``audio`` fake,
-levels and the mouth-opening track the face follows (moved out of ``generate.py`` unchanged)."""
+levels and the mouth-opening track the face follows."""
 
 from __future__ import annotations
 

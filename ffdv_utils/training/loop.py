@@ -44,7 +44,8 @@ from ..core.files import atomic_path, read_json, write_json
 from ..core.paths import run_dir
 from ..core.progress import progress_bar
 from ..core.runs import Run
-from ..core.schema import TRAIN_DEFAULTS, TRAINING, with_defaults
+from ..core.params import RunParams, TrainingParams
+from ..core.schema import TRAIN_DEFAULTS, with_defaults
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
 from ..features.embeddings import PseudoEmbeddings, attach_embeddings
 from ..detector import NETWORK, SCORERS, Detector, scorers_from_params
@@ -66,9 +67,10 @@ from .runtime import (
 )
 
 
-def build_optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.Optimizer:
-    p = with_defaults(params, TRAINING)
-    name, lr, wd = p["optimizer"], float(p["lr"]), float(p["weight_decay"])
+def build_optimizer(model: nn.Module, params: TrainingParams | Mapping[str, Any]) -> torch.optim.Optimizer:
+    """``optimizer`` (adam, adamw, sgd) with ``lr`` and ``weight_decay`` over the model's parameters."""
+    t = TrainingParams.of(params)
+    name, lr, wd = t.optimizer, t.lr, t.weight_decay
     if name == "adam":
         return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
     if name == "adamw":
@@ -78,13 +80,14 @@ def build_optimizer(model: nn.Module, params: Mapping[str, Any]) -> torch.optim.
     raise ValueError(f"unknown optimizer {name!r}; use adam, adamw or sgd")
 
 
-def build_scheduler(opt: torch.optim.Optimizer, params: Mapping[str, Any]) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(opt: torch.optim.Optimizer,
+                    params: TrainingParams | Mapping[str, Any]) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per epoch. ``step``: StepLR(step_size, gamma) like the baseline; ``cosine``: cosine to zero
     after ``warmup_epochs`` of linear warm-up; ``none``: constant."""
-    p = with_defaults(params, TRAINING)
-    name, epochs, warm = p["scheduler"], int(p["epochs"]), int(p["warmup_epochs"])
+    t = TrainingParams.of(params)
+    name, epochs, warm = t.scheduler, t.epochs, t.warmup_epochs
     if name == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=int(p["step_size"]), gamma=float(p["gamma"]))
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=t.step_size, gamma=t.gamma)
     if name == "cosine":
         def factor(e: int) -> float:
             if e < warm:
@@ -106,14 +109,14 @@ def save_checkpoint(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def make_loader(ds: ClipDataset, params: Mapping[str, Any], device: torch.device, train: bool, rank: int = 0,
-                world: int = 1) -> DataLoader:
+def make_loader(ds: ClipDataset, params: TrainingParams | Mapping[str, Any], device: torch.device, train: bool,
+                rank: int = 0, world: int = 1) -> DataLoader:
     """The loader ``fit`` uses: whole batches from the cache; train shuffled and padded per rank, val sharded."""
-    p = with_defaults(params, TRAINING)
-    bs = int(p["batch_size"]) if train else max(int(p["batch_size"]), 64)
-    return batch_loader(ds, bs, shuffle=train, seed=int(p["seed"]), rank=rank, world=world,
-                        num_workers=num_workers(p["num_workers"], world), pin_memory=device.type == "cuda",
-                        drop_last=train and bool(p["drop_last"]), pad=train)
+    t = TrainingParams.of(params)
+    bs = t.batch_size if train else max(t.batch_size, 64)
+    return batch_loader(ds, bs, shuffle=train, seed=t.seed, rank=rank, world=world,
+                        num_workers=num_workers(t.num_workers, world), pin_memory=device.type == "cuda",
+                        drop_last=train and bool(t.drop_last), pad=train)
 
 
 def timed(iterable: Iterable, clock: dict) -> Iterator:
@@ -173,7 +176,8 @@ class FitResult(dict):
 class Session:
     """One ``fit`` call's state, made by ``set_up`` and advanced by ``train_epoch`` / ``end_epoch``."""
 
-    p: dict[str, Any]
+    p: dict[str, Any]  # the flat parameters, as saved in checkpoints and read by the loss and augmentation
+    groups: RunParams  # the same, read once into typed groups
     run: Run
     detector: Detector
     train_model: nn.Module  # the network, wrapped by DDP and/or torch.compile when asked
@@ -200,12 +204,16 @@ class Session:
         return self.detector.network
 
     @property
+    def t(self) -> TrainingParams:
+        return self.groups.training
+
+    @property
     def progress(self) -> bool:
-        return bool(self.p["progress"]) and self.rank == 0
+        return bool(self.t.progress) and self.rank == 0
 
     @property
     def channels_last(self) -> bool:
-        return bool(self.p.get("channels_last"))
+        return bool(self.t.channels_last)
 
     def path(self, name: str) -> Path:
         return self.run.dir / "checkpoints" / name
@@ -220,7 +228,7 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     builds (extracts) them first while the other ranks wait, then they read the finished cache.
     """
     s = set_up(params, run, train_ds, val_ds)
-    for epoch in range(s.start_epoch, int(s.p["epochs"])):
+    for epoch in range(s.start_epoch, s.t.epochs):
         row = train_epoch(s, epoch)
         end_epoch(s, epoch, row)
     return finish(s)
@@ -231,19 +239,21 @@ def set_up(params: Mapping[str, Any], run: Run | None, train_ds: ClipDataset | N
     """Parameters resolved and checked, device and processes, the detector, datasets, embeddings, optimiser, loaders,
     and the state of a resumed run."""
     p = resolve_model_params(with_defaults(params, TRAIN_DEFAULTS))  # input_norm concrete: saved in checkpoints
+    groups = RunParams.of(p)
+    t = groups.training
     parts = scorers_from_params(p)  # the joined scores' settings fail here, not after the training
     weights = pretrained_record(p)  # the ImageNet weights' file and sha256, into checkpoints and metrics.json
-    device = resolve_device(p["device"])
-    own_group = init_distributed(device, float(p["dist_timeout_min"]))
+    device = resolve_device(t.device)
+    own_group = init_distributed(device, t.dist_timeout_min)
     rank, local_rank, world = dist_info()
     if run is None:
         run = Run(name=p["run_name"], dir=run_dir(p["run_name"]), params=dict(p), notebook="03_train")
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", local_rank)  # one process per GPU
         torch.cuda.set_device(device)
-    configure_backends(device, bool(p["deterministic"]))
-    seed_everything(int(p["seed"]))
-    progress = bool(p["progress"]) and rank == 0
+    configure_backends(device, bool(t.deterministic))
+    seed_everything(t.seed)
+    progress = bool(t.progress) and rank == 0
     # same seed on every rank: identical initial weights (DDP broadcasts rank 0's anyway)
     detector = Detector(build_model(p), dict(p), parts)
     model = detector.network
@@ -261,24 +271,24 @@ def set_up(params: Mapping[str, Any], run: Run | None, train_ds: ClipDataset | N
     bank = PseudoEmbeddings(model.frozen_backbones(), folders, train_ds, device) if (
         folders and train_ds.pseudo is not None) else None
     # channels-last helps convolutions on GPUs and on the CPU too (oneDNN: 1.1-2x for resnet18 on a 2-core CPU)
-    if p.get("channels_last"):
+    if t.channels_last:
         model.to(memory_format=torch.channels_last)
-    amp = amp_dtype(p.get("amp"), device)
-    opt = build_optimizer(model, p)
-    s = Session(p, run, detector, model, train_ds, val_ds,
-                make_loader(train_ds, p, device, train=True, rank=rank, world=world),
-                make_loader(val_ds, p, device, train=False, rank=rank, world=world), opt, build_scheduler(opt, p),
+    amp = amp_dtype(t.amp, device)
+    opt = build_optimizer(model, t)
+    s = Session(p, groups, run, detector, model, train_ds, val_ds,
+                make_loader(train_ds, t, device, train=True, rank=rank, world=world),
+                make_loader(val_ds, t, device, train=False, rank=rank, world=world), opt, build_scheduler(opt, t),
                 torch.amp.GradScaler("cuda", enabled=amp == torch.float16), device, amp, bank, record, rank, world,
                 own_group)
     resume(s)
-    s.train_model = wrap_for_training(model, p, device, world)
+    s.train_model = wrap_for_training(model, t, device, world)
     return s
 
 
 def resume(s: Session) -> None:
     """Continue from ``last.pt`` when ``resume`` is on and it was written with the same training parameters."""
     last = s.path("last.pt")
-    if not (s.p.get("resume") and last.is_file()):
+    if not (s.t.resume and last.is_file()):
         return
     state = torch.load(last, map_location="cpu", weights_only=False)
     if state.get("params_key") != params_hash(_train_key(s.p)):
@@ -292,27 +302,27 @@ def resume(s: Session) -> None:
     s.start_epoch, s.best_score, s.history = state["epoch"] + 1, state["best_score"], state["history"]
     set_rng_state(state["rng"])
     if s.progress:
-        print(f"resuming {s.run.name} at epoch {s.start_epoch + 1} (best {s.p['select_metric']} {s.best_score:.4f})")
+        print(f"resuming {s.run.name} at epoch {s.start_epoch + 1} (best {s.t.select_metric} {s.best_score:.4f})")
 
 
-def wrap_for_training(model: nn.Module, p: Mapping[str, Any], device: torch.device, world: int) -> nn.Module:
+def wrap_for_training(model: nn.Module, t: TrainingParams, device: torch.device, world: int) -> nn.Module:
     """The network as the epochs run it: DistributedDataParallel over several processes, ``torch.compile``d."""
     out = model
     if world > 1:
         out = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=bool(p.get("find_unused_parameters")))
-    if p.get("compile"):
-        mode = p["compile"] if isinstance(p["compile"], str) and p["compile"] not in ("true", "True") else None
+            find_unused_parameters=bool(t.find_unused_parameters))
+    if t.compile:
+        mode = t.compile if isinstance(t.compile, str) and t.compile not in ("true", "True") else None
         out = torch.compile(out, mode=mode)
     return out
 
 
 def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     """One pass over the training clips; returns the epoch's row of ``history.csv`` so far (loss, speed)."""
-    p, device = s.p, s.device
+    p, t, device = s.p, s.t, s.device
     # a fresh, reproducible random state per epoch and rank: resuming needs no RNG history
-    seed = int(p["seed"])
+    seed = t.seed
     seed_everything(epoch_seed(seed, epoch, s.rank))
     mix_gen = torch.Generator().manual_seed(epoch_seed(seed + 1, epoch, s.rank))
     s.train_ds.set_epoch(epoch)
@@ -321,7 +331,7 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
     time_aligned = bool(getattr(s.model, "time_aligned", False))
     t0, clock = time.perf_counter(), {"wait": 0.0, "pseudo_embed": 0.0}
     loss_sum, steps, seen = torch.zeros((), device=device), 0, 0
-    bar = progress_bar(timed(s.train_loader, clock), total=len(s.train_loader), desc=f"epoch {epoch + 1}/{p['epochs']}",
+    bar = progress_bar(timed(s.train_loader, clock), total=len(s.train_loader), desc=f"epoch {epoch + 1}/{t.epochs}",
                        unit="batch", disable=not s.progress, leave=False)
     for batch in bar:
         if s.bank is not None:
@@ -350,11 +360,11 @@ def train_epoch(s: Session, epoch: int) -> dict[str, Any]:
 
 def end_epoch(s: Session, epoch: int, row: dict[str, Any]) -> None:
     """Evaluate on validation, add the epoch to the history, write ``best.pt`` (if better) and ``last.pt``."""
-    p = s.p
+    p, t = s.p, s.t
     idx, scores = evaluate(s.model, s.val_loader, s.device, s.amp, s.channels_last, s.world)
     m = metrics.summarize(s.val_ds.targets[idx], scores)
     # "last" keeps the final epoch: the choice for protocols whose eval set must not pick the checkpoint
-    score = float(epoch) if p["select_metric"] == "last" else m.get(p["select_metric"], float("nan"))
+    score = float(epoch) if t.select_metric == "last" else m.get(t.select_metric, float("nan"))
     row = {**row, **{f"val_{k}": v for k, v in m.items()}}
     s.history.append(row)
     improved = not math.isnan(score) and score > s.best_score
@@ -370,7 +380,7 @@ def end_epoch(s: Session, epoch: int, row: dict[str, Any]) -> None:
                      "params": dict(p), **s.record.pretrained}, s.path("last.pt"))
     pd.DataFrame(s.history).to_csv(s.run.path("history.csv"), index=False)
     if s.progress:
-        print(f"epoch {epoch + 1}/{p['epochs']}: loss {row['train_loss']:.4f}  val AUC {m['auc']:.4f}  "
+        print(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}  val AUC {m['auc']:.4f}  "
               f"TPR@1e-3 {m['tpr@fpr=1e-3']:.3f}  {row['images_per_s']:.0f} img/s  "
               f"data wait {100 * row['loader_share']:.0f}%" + ("  *best" if improved else ""))
 
@@ -383,7 +393,7 @@ def finish(s: Session) -> FitResult:
     if not best_path.is_file():
         # no epoch produced a defined score (e.g. one-class validation): keep the last weights as "best"
         if s.rank == 0:
-            replace(s.record, network=s.model.state_dict(), epoch=int(p["epochs"])).write(best_path)
+            replace(s.record, network=s.model.state_dict(), epoch=s.t.epochs).write(best_path)
         barrier(world)
     best = Checkpoint.read(best_path)
     s.model.load_state_dict(best.network)
