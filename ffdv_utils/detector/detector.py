@@ -24,7 +24,7 @@ from torch import nn
 
 from ..models.checkpoint import Checkpoint, checkpoint_path, load_network
 from . import real_only  # noqa: F401  (registers the real-only scorer)
-from .scorers import Part, scorers_from_params
+from .scorers import Part
 
 NETWORK = "model"  # the network's name among a detector's scores (``model_score`` beside ``real_only_score``)
 
@@ -44,11 +44,6 @@ class Detector:
     params: dict[str, Any]
     parts: list[Part] = field(default_factory=list)
     checkpoint: Checkpoint | None = None
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any], network: nn.Module) -> "Detector":
-        """A detector around ``network`` with the unfitted parts ``params`` ask for (``real_only_weight`` ...)."""
-        return cls(network, dict(params), scorers_from_params(params))
 
     @property
     def weights(self) -> dict[str, float]:

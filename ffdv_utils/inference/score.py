@@ -26,10 +26,10 @@ from ..core.files import file_stamp, sha256_file
 from ..core.params import InferenceParams
 from ..core.paths import project_root
 from ..core.schema import INFERENCE, TRAINING, with_defaults
+from ..detector import NETWORK, Detector, load_detector
 from ..features.batches import ClipDataset, batch_loader
 from ..features.clips import clip_features
 from ..features.embeddings import attach_embeddings
-from ..detector import NETWORK, Detector, load_detector
 from ..models.checkpoint import Checkpoint, checkpoint_path
 from ..models.registry import model_inputs
 from ..training.evaluate import predict_loader

@@ -41,14 +41,14 @@ from ..core.config import params_hash
 from ..core.device import amp_dtype, configure_backends, resolve_device
 from ..core.errors import ConfigError
 from ..core.files import atomic_path, read_json, write_json
+from ..core.params import RunParams, TrainingParams
 from ..core.paths import run_dir
 from ..core.progress import progress_bar
 from ..core.runs import Run
-from ..core.params import RunParams, TrainingParams
 from ..core.schema import TRAIN_DEFAULTS, with_defaults
+from ..detector import NETWORK, SCORERS, Detector, scorers_from_params
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
 from ..features.embeddings import PseudoEmbeddings, attach_embeddings
-from ..detector import NETWORK, SCORERS, Detector, scorers_from_params
 from ..models.checkpoint import Checkpoint
 from ..models.registry import build_model, model_inputs, pretrained_record, resolve_model_params
 from ..models.rules import count_parameters
