@@ -164,3 +164,13 @@ def test_readme_is_short():
 ])
 def test_reference_patterns(text, expected):
     assert prose_refs(text) == expected
+
+
+def test_structure_page_lists_every_module():
+    """docs/structure.md has a line for every module of the package (``subpackage/module.py``)."""
+    text = (ROOT / "docs" / "structure.md").read_text(encoding="utf-8")
+    pkg = ROOT / "ffdv_utils"
+    modules = [p.relative_to(pkg).as_posix() for p in sorted(pkg.rglob("*.py"))
+               if p.name != "__init__.py" and p.parent != pkg]
+    missing = [m for m in modules if f"`{m}`" not in text]
+    assert not missing, f"docs/structure.md does not list: {', '.join(missing)}"

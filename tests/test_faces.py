@@ -133,7 +133,7 @@ def test_smoothing_and_box_interpolation() -> None:
 
 def test_mtcnn_finds_the_sample_faces_with_level_eyes(sample_clips: pd.DataFrame, one_torch_thread: None
                                                       ) -> None:
-    # the target: a face in >= 98 % of the sample's frames (measured: every frame of the 24 clips)
+    # the target: a face in >= 98 % of the sample's frames (measured: every frame of the 24 clips)
     fp = face_params(MTCNN)
     found, dy, eyes = [], [], []
     for path in sample_clips.path:

@@ -18,7 +18,9 @@ from ffdv_utils.experiments.floors import (
     floor_flags,
     metadata_scores,
 )
-from ffdv_utils.experiments.protocols import make_splits, protocol_leaderboard, run_protocols
+from ffdv_utils.experiments.protocol_report import protocol_leaderboard
+from ffdv_utils.experiments.protocols import make_splits, run_protocols
+from ffdv_utils.training.loop import FitResult
 
 
 def _clips(n_groups: int, per_group: int, seed: int = 0, pure: bool = False) -> pd.DataFrame:
@@ -185,10 +187,9 @@ def test_run_protocols_adds_both_floors_to_every_split_and_flags_the_board(tmp_p
         names = pd.read_csv(params["split_csv"]).query("part == 'eval'")
         rng = np.random.default_rng(params["seed"])
         strength = 0.2 if params["model_type"] == "audio" and params["mel_preset"] == "seed" else 2.0
-        pd.DataFrame({"video_name": names.video_name, "target": names.target,
-                      "score": names.target * strength + rng.random(len(names))}).to_csv(
-            run.path("val_predictions.csv"), index=False)
-        return {"train_time_s": 0.1, "best_epoch": 1}
+        scores = pd.DataFrame({"video_name": names.video_name, "target": names.target,
+                               "score": names.target * strength + rng.random(len(names))})
+        return FitResult({"train_time_s": 0.1, "best_epoch": 1}, scores)
 
     monkeypatch.setattr("ffdv_utils.experiments.protocols.fit", fake_fit)
     cand = [{"name": "strong", "model_type": "fusion"}]

@@ -15,17 +15,20 @@ from sklearn.metrics import roc_auc_score
 from ffdv_utils.core import metrics, plots
 from ffdv_utils.data.splits import Split
 from ffdv_utils.experiments.candidates import iter_candidates, seed_list, seed_suffix
+from ffdv_utils.experiments.protocol_report import (
+    leaderboard_display,
+    paired_bootstrap,
+    protocol_intervals,
+    protocol_leaderboard,
+)
 from ffdv_utils.experiments.protocols import (
     HELD_OUT_PAIRING,
     PSEUDO_OFF_KEY,
     evaluate_scores,
     fold_overrides,
-    leaderboard_display,
-    paired_bootstrap,
-    protocol_intervals,
-    protocol_leaderboard,
     run_protocols,
 )
+from ffdv_utils.training.loop import FitResult
 
 # ----------------------------------------------------------------------------------------------------------------
 # the bootstrap
@@ -252,10 +255,10 @@ def test_run_protocols_trains_once_per_seed_and_applies_the_hook(tiny_root, tmp_
         calls.append(dict(params))
         names = pd.read_csv(params["split_csv"]).query("part == 'eval'")
         rng = np.random.default_rng(params["seed"])
-        pd.DataFrame({"video_name": names.video_name, "target": names.target,
-                      "score": names.target * 0.5 + rng.random(len(names))}).to_csv(
-            run.path("val_predictions.csv"), index=False)
-        return {"train_time_s": 0.1, "best_epoch": 1}
+        val = pd.DataFrame({"video_name": names.video_name, "target": names.target,
+                            "score": names.target * 0.5 + rng.random(len(names))})
+        val.to_csv(run.path("val_predictions.csv"), index=False)
+        return FitResult({"train_time_s": 0.1, "best_epoch": 1}, val)
 
     monkeypatch.setattr("ffdv_utils.experiments.protocols.fit", fake_fit)
     cand = [{"name": "tiny", "model_type": "audio", "model": "test_resnet"}]
@@ -300,10 +303,10 @@ def test_a_joined_score_reports_its_parts_as_rows_of_their_own(tiny_root, tmp_pa
         names = pd.read_csv(params["split_csv"]).query("part == 'eval'")
         rng = np.random.default_rng(params["seed"])
         model, ro = names.target * 0.3 + rng.random(len(names)), names.target * 0.9 + 0.1 * rng.random(len(names))
-        pd.DataFrame({"video_name": names.video_name, "target": names.target, "score": 0.5 * model + 0.5 * ro,
-                      "model_score": model, "real_only_score": ro}).to_csv(run.path("val_predictions.csv"),
-                                                                          index=False)
-        return {"train_time_s": 0.1, "best_epoch": 1}
+        val = pd.DataFrame({"video_name": names.video_name, "target": names.target, "score": 0.5 * model + 0.5 * ro,
+                            "model_score": model, "real_only_score": ro})
+        val.to_csv(run.path("val_predictions.csv"), index=False)
+        return FitResult({"train_time_s": 0.1, "best_epoch": 1}, val)
 
     monkeypatch.setattr("ffdv_utils.experiments.protocols.fit", fake_fit)
     with warnings.catch_warnings():

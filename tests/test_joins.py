@@ -8,7 +8,7 @@ import pytest
 
 from ffdv_utils.core import metrics
 from ffdv_utils.experiments.joins import joined_candidates, plot_weight_sweep, weight_sweep
-from ffdv_utils.training.real_only import combine
+from ffdv_utils.detector.real_only import combine
 
 
 def _results(tmp_path) -> tuple[pd.DataFrame, dict]:

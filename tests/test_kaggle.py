@@ -21,7 +21,7 @@ from conftest import untrained_run
 from ffdv_utils.cli.main import main
 from ffdv_utils.core.config import read_yaml
 from ffdv_utils.core.paths import notebooks_dir, project_root
-from ffdv_utils.inference.kaggle import (
+from ffdv_utils.packaging.kaggle import (
     check_dataset_metadata,
     check_kernel_metadata,
     check_staged,
@@ -133,7 +133,7 @@ def test_wheel_installs_without_index_or_dependencies(staged, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     # the installed copy, not the working tree, is what gets imported
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ffdv_utils, ffdv_utils.inference.kaggle as k; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ffdv_utils, ffdv_utils.packaging.kaggle as k; "
             "print(ffdv_utils.__file__); print(k.WHEEL_DATASET_SLUG)")
     res = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, cwd=tmp_path,
                          timeout=300)
@@ -277,7 +277,7 @@ def test_stage_without_owner_keeps_the_placeholder_and_reports_it(fake_run, tmp_
     for k in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "cfg"))
-    monkeypatch.setattr("ffdv_utils.inference.kaggle.build_wheel", lambda dest: _fake_wheel(Path(dest)))
+    monkeypatch.setattr("ffdv_utils.packaging.kaggle.build_wheel", lambda dest: _fake_wheel(Path(dest)))
     res = stage(tmp_path / "out", fake_run, weights=False)
     assert res["kernel_id"] == "<username>/ffdv-submission"
     assert any("placeholder" in p for p in res["problems"])
@@ -422,7 +422,7 @@ def test_stage_takes_the_owner_from_the_option_the_environment_or_kaggle_json(fa
     (cfg / "kaggle.json").write_text(json.dumps({"username": "json-owner", "key": "not-a-real-key"}))
     if source != "kaggle.json":
         monkeypatch.setenv("KAGGLE_USERNAME", "envowner")  # --owner wins over it
-    monkeypatch.setattr("ffdv_utils.inference.kaggle.build_wheel", lambda dest: _fake_wheel(Path(dest)))
+    monkeypatch.setattr("ffdv_utils.packaging.kaggle.build_wheel", lambda dest: _fake_wheel(Path(dest)))
     res = stage(tmp_path / "out", fake_run, owner="givenowner" if source == "--owner" else None, weights=False,
                 distributions=[])
     assert res["kernel_id"] == f"{owner}/ffdv-submission" and res["dataset_id"] == f"{owner}/ffdv-utils"

@@ -56,6 +56,27 @@ def test_params_file_matches_parameters_cell(path):
     assert read_yaml(ROOT / "params" / f"{path.stem}.yaml") == defaults
 
 
+def _builder():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_notebooks_and_params_are_what_the_builder_writes(tmp_path):
+    """tools/build_notebooks.py is the notebooks' source: a cell edited in the .ipynb alone would be erased by the next
+    build, so it fails here instead."""
+    builder = _builder()
+    assert builder.stale(ROOT) == []
+    for rel, text in builder.rendered().items():  # the check itself: a changed cell is seen
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text(text.replace("start_run(params, NOTEBOOK)", "start_run(params, 'x')")
+                                    if rel.endswith("03_train.ipynb") else text, encoding="utf-8")
+    assert builder.stale(tmp_path) == ["notebooks/03_train.ipynb"]
+
+
 def test_unknown_parameter_is_refused():
     with pytest.raises(ConfigError, match="lrr"):
         resolve_notebook_params(["03_train"], overrides={"lrr": 0.1})

@@ -14,12 +14,12 @@ from ffdv_utils.data.splits import (
     read_split,
     write_split,
 )
+from ffdv_utils.experiments.protocol_report import protocol_leaderboard
 from ffdv_utils.experiments.protocols import (
-    clip_statistics,
     cluster_assign,
+    cluster_statistics,
     evaluate_scores,
     make_splits,
-    protocol_leaderboard,
 )
 from ffdv_utils.experiments.sync_cue import (
     plot_sync_cue,
@@ -102,7 +102,7 @@ def test_without_kinds_the_cluster_protocol_stands_in(sample) -> None:
     assert sorted(evaluated.video_name) == sorted(clips.video_name)  # every clip evaluated exactly once
     for s in splits:
         assert not set(s.train.cluster) & set(s.eval.cluster) and len(s.train) + len(s.eval) == len(clips)
-    stats = clip_statistics(clips, params)
+    stats = cluster_statistics(clips, params)
     index = media_index(clips[["video_name", "path"]]).set_index("video_name").loc[stats.video_name]
     np.testing.assert_allclose(stats.fps, index.fps.astype(float))
     np.testing.assert_allclose(stats.log_pixels, np.log(index.width.astype(float) * index.height.astype(float)))

@@ -1,4 +1,5 @@
-"""The real-only score (``training.real_only``): fitted on real clips only, joined to a run's scores everywhere."""
+"""The real-only score (``features.statistics``, ``detector.real_only``): fitted on real clips only, joined to a run's
+scores everywhere."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from ffdv_utils.core.schema import TRAIN_DEFAULTS
 from ffdv_utils.data.splits import labelled_clips
-from ffdv_utils.training.real_only import STAT_NAMES, RealOnlyModel, clip_statistics, combine
+from ffdv_utils.detector.real_only import RealOnlyModel, combine
+from ffdv_utils.features.statistics import STAT_NAMES, clip_statistics
 
 FEAT = {"image_size": 64, "face_size": 64, "face_frames": 4, "face_detector": "center", "feature_workers": 1}
 
@@ -62,7 +64,7 @@ def test_statistics_of_real_sample_clips(sample: dict) -> None:
 
 
 def test_statistics_are_computed_once_per_clip_and_read_back(sample: dict, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ffdv_utils.training import real_only
+    from ffdv_utils.features import statistics as real_only
 
     params = {**TRAIN_DEFAULTS, **FEAT, "data_root": str(sample["data_root"])}
     clips = labelled_clips(sample["data_root"])
@@ -80,9 +82,8 @@ def test_statistics_are_computed_once_per_clip_and_read_back(sample: dict, monke
 
 @pytest.mark.slow
 def test_a_run_with_real_only_weight_scores_the_test_api_with_it(sample: dict, tmp_path: Path) -> None:
-    import torch
-
     from ffdv_utils.core.runs import Run
+    from ffdv_utils.detector import load_detector
     from ffdv_utils.inference.score import predict_clips, score_table
     from ffdv_utils.models.checkpoint import load_model
     from ffdv_utils.training.loop import fit
@@ -93,14 +94,14 @@ def test_a_run_with_real_only_weight_scores_the_test_api_with_it(sample: dict, t
     result = fit(p, Run(name="ro", dir=tmp_path / "ro", params=p))
     assert {"val_auc_model", "val_auc_real_only"} <= set(result) and result["real_only_n_real"] > 0
     ckpt = tmp_path / "ro" / "checkpoints" / "best.pt"
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
-    assert saved["real_only"]["weight"] == 0.4 and (tmp_path / "ro" / "real_only.json").is_file()
+    saved = load_detector(ckpt, "cpu")
+    assert saved.weights["real_only"] == 0.4 and (tmp_path / "ro" / "real_only.json").is_file()
     clips = labelled_clips(sample["data_root"], ("val",))[["video_name", "path"]]
     api = score_table(list(clips.path), ckpt, device="cpu")
     model, params = load_model(ckpt, "cpu")
     model.real_only_state = None
     alone = predict_clips(model, params, clips, device="cpu", progress=False)
-    ro = RealOnlyModel.from_state(saved["real_only"]).score(clip_statistics(params, clips))
+    ro = RealOnlyModel.from_state(saved.parts[0].scorer.state()).score(clip_statistics(params, clips))
     assert np.allclose(api.score, combine(alone.score, ro, 0.4), atol=1e-6)
     assert not np.allclose(api.score, alone.score)
 
@@ -115,7 +116,7 @@ def _comb_image(spacings: np.ndarray, width_noise: float = 0.0, seed: int = 0) -
 
 
 def test_pitch_track_finds_the_harmonic_spacing_and_prosody_tells_a_flat_voice() -> None:
-    from ffdv_utils.training.real_only import _pitch_track, _prosody_stats
+    from ffdv_utils.features.statistics import _pitch_track, _prosody_stats
 
     spacings = np.array([5, 6, 8, 10, 12] * 4, dtype=float)
     lag, peak = _pitch_track(_comb_image(spacings))
@@ -127,7 +128,7 @@ def test_pitch_track_finds_the_harmonic_spacing_and_prosody_tells_a_flat_voice()
 
 
 def test_window_spread_sees_one_replaced_stretch() -> None:
-    from ffdv_utils.training.real_only import _window_spread
+    from ffdv_utils.features.statistics import _window_spread
 
     rng = np.random.default_rng(0)
     steady = rng.normal(0, 1, 64)
@@ -140,7 +141,7 @@ def test_window_spread_sees_one_replaced_stretch() -> None:
 def test_local_correlation_finds_the_window_where_the_mouth_stops_following_the_sound() -> None:
     import torch
 
-    from ffdv_utils.training.real_only import _local_correlation, local_window
+    from ffdv_utils.features.statistics import _local_correlation, local_window
 
     t = 16
     rng = np.random.default_rng(0)
@@ -160,7 +161,7 @@ def test_local_correlation_finds_the_window_where_the_mouth_stops_following_the_
 def test_local_face_statistics_see_a_stretch_of_softened_face() -> None:
     import cv2
 
-    from ffdv_utils.training.real_only import _FaceMaps, _local_face_stats
+    from ffdv_utils.features.statistics import _FaceMaps, _local_face_stats
 
     rng = np.random.default_rng(0)
     faces = np.clip(rng.normal(120, 30, (16, 64, 64, 3)), 0, 255).astype(np.uint8)
@@ -184,7 +185,7 @@ def test_local_face_statistics_see_a_stretch_of_softened_face() -> None:
 def test_the_edge_gradient_sees_a_blending_boundary() -> None:
     """A face interior pasted with another brightness leaves a step on the inner face's edge: the edge gradient
     (``inner_edge_gradient``) rises; the same brightness change over the whole crop leaves it alone."""
-    from ffdv_utils.training.real_only import STAT_GROUPS, _face_stats, _FaceMaps
+    from ffdv_utils.features.statistics import STAT_GROUPS, _face_stats, _FaceMaps
 
     rng = np.random.default_rng(0)
     faces = np.clip(rng.normal(120, 6, (8, 64, 64, 3)), 0, 255).astype(np.uint8)
@@ -199,7 +200,7 @@ def test_the_edge_gradient_sees_a_blending_boundary() -> None:
 
 
 def test_groups_choose_the_statistics_and_unknown_groups_are_refused() -> None:
-    from ffdv_utils.training.real_only import DEFAULT_GROUPS, STAT_GROUPS, group_columns
+    from ffdv_utils.features.statistics import DEFAULT_GROUPS, STAT_GROUPS, group_columns
 
     assert group_columns(None) == [c for g in DEFAULT_GROUPS for c in STAT_GROUPS[g]]
     assert group_columns(["prosody", "sync"]) == STAT_GROUPS["sync"] + STAT_GROUPS["prosody"]

@@ -1,4 +1,4 @@
-"""The sample's test-only manipulation kinds and its identities (ffdv_utils.sample_data, issue 14 part 3)."""
+"""The sample's test-only manipulation kinds and its identities (ffdv_utils.sample_data)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 16: readable progress output, the runner's kernel settings, the extraction benchmark's floor, and the
+"""Readable progress output, the runner's kernel settings, the extraction benchmark's floor, and the
 audio decoder's buffers (exact output). Speed itself is measured by ``bench extraction``, never by a timed test."""
 
 from __future__ import annotations

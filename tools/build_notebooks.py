@@ -1,14 +1,19 @@
 """Writes notebooks/*.ipynb (without outputs, with the ``parameters`` tag) and params/NN_*.yaml from one source:
 ``ffdv_utils.core.schema`` (its ``NOTEBOOK_GROUPS``: the parameters cell of each notebook).
 
-The notebooks stay thin: a parameters cell, calls into ffdv_utils, plots and short prose. Editing a notebook in
-Jupyter is fine too; run this again only to regenerate them from scratch:
+The notebooks stay thin: a parameters cell, calls into ffdv_utils, plots and short prose. This file is their source:
+change a notebook here, then write them all again (``tests/test_notebooks.py`` checks that the committed notebooks
+and params files are exactly what it writes, so an edit made in Jupyter alone fails the tests instead of being lost
+on the next build)::
 
-    python tools/build_notebooks.py
+    python tools/build_notebooks.py           # write notebooks/*.ipynb and params/NN_*.yaml
+    python tools/build_notebooks.py --check   # exit 1, naming them, if any differs from what would be written
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 import nbformat
@@ -320,17 +325,39 @@ BUILDERS = {"01_eda": eda, "02_features": feats, "03_train": train_nb, "04_augme
             "05_compare": compare_nb, "06_submission": submission_nb}
 
 
-def main() -> None:
-    (ROOT / "notebooks").mkdir(exist_ok=True)
-    (ROOT / "params").mkdir(exist_ok=True)
+def rendered() -> dict[str, str]:
+    """{path relative to the project root: text} of every file this builder writes."""
+    out = {}
     for name, build in BUILDERS.items():
         nb, defaults = build()
         nbformat.validate(nb)
-        nbformat.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
+        out[f"notebooks/{name}.ipynb"] = nbformat.writes(nb) + "\n"
         header = f"# Defaults of notebooks/{name}.ipynb (its 'parameters' cell). YAML 1.1: write 1.0e-3, not 1e-3.\n"
-        (ROOT / "params" / f"{name}.yaml").write_text(header + yaml.safe_dump(defaults, sort_keys=False))
-        print(f"wrote notebooks/{name}.ipynb and params/{name}.yaml ({len(defaults)} parameters)")
+        out[f"params/{name}.yaml"] = header + yaml.safe_dump(defaults, sort_keys=False)
+    return out
+
+
+def stale(root: Path = ROOT) -> list[str]:
+    """The files under ``root`` that differ from what ``rendered`` gives (or are missing)."""
+    return [rel for rel, text in rendered().items()
+            if not (root / rel).is_file() or (root / rel).read_text(encoding="utf-8") != text]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 if a file differs")
+    args = ap.parse_args(argv)
+    if args.check:
+        bad = stale()
+        print("\n".join(f"differs from the builder: {rel}" for rel in bad) or "notebooks and params files up to date")
+        return 1 if bad else 0
+    for rel, text in rendered().items():
+        path = ROOT / rel
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {rel}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

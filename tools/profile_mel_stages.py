@@ -1,5 +1,5 @@
 """Where one mel worker's time goes, per clip: CPU milliseconds of each stage of ``features.extract._work`` on the
-clips of a folder, in this process on one thread, the best of ``--passes`` passes (issue 16's profile).
+clips of a folder, in this process on one thread, the best of ``--passes`` passes (the short-clip profile).
 
     python tools/profile_mel_stages.py CLIPS_DIR [--passes 4]
 
@@ -40,7 +40,7 @@ def main() -> None:
     mp = mel_params({})
     tmp = Path(tempfile.mkdtemp(prefix="ffdv_profile_"))
     extract._init_worker("mel", mp, str(tmp / "work"), limit_threads=False, in_worker=False)
-    # the audio-only codec whitelist (a private name before issue 16)
+    # the audio-only codec whitelist (older versions named it privately)
     whitelist = getattr(decode, "audio_decoders", None) or getattr(decode, "_audio_decoders")
     options = {"codec_whitelist": whitelist()}
     audio = {p: decode.load_audio(p, mp["sr"], mp["max_seconds"]) for p in paths}

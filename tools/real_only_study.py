@@ -1,4 +1,4 @@
-"""Which statistics and which combination make the real-only score (training.real_only) generalise?
+"""Which statistics and which combination make the real-only score (detector.real_only) generalise?
 
 The real-only score never sees a fake, so every fake kind of the validation split is unseen by it, and so is every
 pseudo-fake family (``ffdv_utils.pseudo``): its AUC per kind is a held-out figure on train/val only. This study fits
@@ -38,7 +38,8 @@ from ffdv_utils.core.paths import run_dir
 from ffdv_utils.core.schema import TRAIN_DEFAULTS
 from ffdv_utils.data.labels import labelled_frame
 from ffdv_utils.pseudo import FAMILIES, PseudoFakes
-from ffdv_utils.training.real_only import STAT_GROUPS, RealOnlyModel, clip_statistics
+from ffdv_utils.detector.real_only import RealOnlyModel
+from ffdv_utils.features.statistics import STAT_GROUPS, clip_statistics
 
 
 def _params(params_file: Path, data_root: Path) -> dict:

@@ -22,7 +22,7 @@ from ..features.clips import clip_features
 from ..features.embeddings import embed_dataset, embedding_folder
 from ..models.registry import create_model
 from ..sample_data.clips import make_clips
-from .extraction import _peak_rss_mib
+from .extraction import peak_rss_mib
 
 
 def bench_embeddings(videos: str | os.PathLike | None = None, limit: int | None = None, make_n: int = 16,
@@ -78,7 +78,7 @@ def bench_embeddings(videos: str | os.PathLike | None = None, limit: int | None 
                 log(f"{kind} embeddings: {per_s:.2f} clips/s ({per_s * images:.0f} images/s), {cpu:.3f} CPU s per "
                     f"clip; 250,000 clips: {hours:.2f} h " + ("on this GPU" if device.startswith("cuda")
                                                                else "on 4 cores (from CPU time)"))
-            result["peak_rss_mib"] = _peak_rss_mib()["self"]
+            result["peak_rss_mib"] = peak_rss_mib()["self"]
             log(f"peak RSS of this process (torch and the backbone included): {result['peak_rss_mib']:.0f} MiB")
         finally:
             if old is None:

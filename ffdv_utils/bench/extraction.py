@@ -28,7 +28,7 @@ from ..sample_data.clips import SHORT_SHAPES, make_clips
 # bench extraction
 
 
-def _peak_rss_mib() -> dict[str, float]:
+def peak_rss_mib() -> dict[str, float]:
     """Peak resident memory (MiB) of this process and of its largest finished child.
 
     ``self`` is the kernel's high-water mark of this process's memory (VmHWM): getrusage's RUSAGE_SELF figure
@@ -153,7 +153,7 @@ def _mtcnn_timing(clips: list[dict], root: str, frames: int) -> dict:
     store = extract_faces(df, fp, Path(root) / "mtcnn", workers=1, progress=False)
     cpu = (sum(os.times()[:2]) - c0) / len(df)
     found = float(np.mean([store.face_found(n).mean() for n in df["video_name"]]))
-    return {"stats": store.stats, "cpu": cpu, "found": found, "rss": _peak_rss_mib()["self"]}
+    return {"stats": store.stats, "cpu": cpu, "found": found, "rss": peak_rss_mib()["self"]}
 
 
 def bench_extraction(videos: str | os.PathLike | None = None, workers: int | None = None, limit: int | None = None,
@@ -180,7 +180,7 @@ def bench_extraction(videos: str | os.PathLike | None = None, workers: int | Non
         clips_dir: Keep generated clips here (reused next time); None: a temporary folder.
         faces: Also time face crops.
         mtcnn: With ``faces``, also time MTCNN face crops (e).
-        mtcnn_frames: Frames per clip for (e) (the issue's target: >= 1 clip/s per core at 16 frames).
+        mtcnn_frames: Frames per clip for (e) (the target: >= 1 clip/s per core at 16 frames).
         progress: Progress bars.
         log: Where the human-readable lines go.
         min_mel_tasks: Workspace mel runs (and the floor) cycle through the clips until at least this many
@@ -195,7 +195,7 @@ def bench_extraction(videos: str | os.PathLike | None = None, workers: int | Non
     import pandas as pd
 
     workers = workers or os.cpu_count() or 1
-    rss_start = _peak_rss_mib()["self"]
+    rss_start = peak_rss_mib()["self"]
     load_start = _load()
     with tempfile.TemporaryDirectory(prefix="ffdv_bench_") as tmp:
         tmp = Path(tmp)
@@ -312,7 +312,7 @@ def bench_extraction(videos: str | os.PathLike | None = None, workers: int | Non
                 fp = extract_faces(face_clips, {}, tmp / "facesp", workers=workers, progress=progress).stats
                 log(f"    face crops, {fp['workers']} workers: {fp['clips_per_s']:.2f} clips/s")
                 result["faces_par_clips_per_s"] = fp["clips_per_s"]
-        rss = _peak_rss_mib()  # before (e): its torch lives in a child, counted on its own
+        rss = peak_rss_mib()  # before (e): its torch lives in a child, counted on its own
         if faces and mtcnn:
             ctx = mp_.get_context("forkserver" if "forkserver" in mp_.get_all_start_methods() else "spawn")
             with ProcessPoolExecutor(1, mp_context=ctx) as pool:
@@ -376,17 +376,17 @@ def _fmt_load(load: list[float]) -> str:
     return " / ".join(f"{x:.2f}" for x in load) + " (1 / 5 / 15 min)" if load else "(unknown)"
 
 
-# Clips this short or shorter are judged by issue 16's short-clip targets; the 5-10 s benchmark clips by issue 3's.
+# Clips this short or shorter are judged by the short-clip targets; the 5-10 s benchmark clips by the long-clip ones.
 SHORT_CLIP_S = 6.0
 
 
 def extraction_targets(r: Mapping[str, Any]) -> dict[str, dict]:
-    """The issues' targets judged on a run's figures (only those the run measured).
+    """The extraction speed targets judged on a run's figures (only those the run measured).
 
-    Mels: on short clips (median at most ``SHORT_CLIP_S``, issue 16) >= 12x the baseline on one worker, >= 20x
+    Mels: on short clips (median at most ``SHORT_CLIP_S``) >= 12x the baseline on one worker, >= 20x
     with the default workers, and the workspace's time per clip within 2x of the floor's; on the 5-10 s clips
-    (issue 3) >= 10x and >= 20x, so they must not fall below what was promised there (the floor check applies to
-    every length). Faces >= 2 clips/s per core; MTCNN faces >= 1 clip/s per core at 16 frames (issue 13) in a
+    >= 10x and >= 20x, so they must not fall below what was promised for them (the floor check applies to
+    every length). Faces >= 2 clips/s per core; MTCNN faces >= 1 clip/s per core at 16 frames in a
     process below 1.5 GiB; peak RSS of the extraction < 1.5 GiB.
     """
     short = r.get("clip_seconds_median", SHORT_CLIP_S + 1) <= SHORT_CLIP_S

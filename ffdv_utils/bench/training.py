@@ -271,7 +271,7 @@ def bench_train(model: str = "resnet18", device: str = "auto", steps: int | None
 
 
 def train_targets(r: Mapping[str, Any], model: str, image_size: int, gpu: bool) -> dict[str, dict]:
-    """Issue #6's targets, judged on this run's figures: the loader within 10 % of in-memory steps always; >= 2x
+    """The training speed targets, judged on this run's figures: the loader within 10 % of in-memory steps always; >= 2x
     the baseline on a CPU and >= 10,000 img/s on a GPU, both for resnet18 at 256x256 only."""
     out = {"loader_within_10pct": {"value": round(r["workspace_vs_memory_step"], 3), "target": "<= 1.10",
                                    "met": r["workspace_vs_memory_step"] <= 1.10}}

@@ -298,7 +298,7 @@ def add_bench_train_parser(bench_subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _stage_cmd(args: argparse.Namespace) -> int:
-    from ..inference.kaggle import METADATA_SOURCE, PLACEHOLDER, stage
+    from ..packaging.kaggle import METADATA_SOURCE, PLACEHOLDER, stage
 
     overrides = {k: parse_value(v) for k, v in args.param}
     res = stage(args.out, args.run, args.owner, overrides, weights=not args.no_weights,
@@ -317,13 +317,13 @@ def _stage_cmd(args: argparse.Namespace) -> int:
 
 
 def _push_cmd(args: argparse.Namespace) -> int:
-    from ..inference.kaggle import push
+    from ..packaging.kaggle import push
 
     return push(args.dir, args.message, args.wait)
 
 
 def _check_cmd(args: argparse.Namespace) -> int:
-    from ..inference.kaggle import check_staged
+    from ..packaging.kaggle import check_staged
 
     folder = Path(args.dir) if args.dir else outputs_dir() / "kaggle"
     problems = check_staged(folder)

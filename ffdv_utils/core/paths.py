@@ -25,6 +25,9 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]  # ffdv_utils/
 KAGGLE_INPUT = Path("/kaggle/input")
 KAGGLE_WORKING = Path("/kaggle/working")
 NOTEBOOKS = ("01_eda", "02_features", "03_train", "04_augment", "05_compare", "06_submission")
+# FFDV's layout: each split's clips in a folder of its own under the data root
+SPLIT_DIRS = {"train": "trainset", "val": "valset", "test": "testset"}
+
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 

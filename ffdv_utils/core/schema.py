@@ -3,9 +3,10 @@
 Every parameter a notebook declares, the training command reads or a model is built from is declared here once,
 in groups. ``tools/build_notebooks.py`` writes each notebook's ``parameters`` cell and ``params/NN_name.yaml``
 from ``NOTEBOOK_GROUPS``; ``python -m ffdv_utils train`` starts from ``notebook_defaults("03_train")``, so it and
-notebook 03 resolve the same parameters; ``training``, ``models``, ``features`` and ``inference`` fill what a
-caller left out with ``with_defaults(params, GROUP)`` and then read keys directly (a test keeps
-``params.get("key", literal)`` for a key declared here out of the package).
+notebook 03 resolve the same parameters. The stages read their parameters as typed groups (``core.params``:
+``TrainingParams.of(params)``...), filled from these defaults, or fill what a caller left out with
+``with_defaults(params, GROUP)`` and read keys directly (a test keeps ``params.get("key", literal)`` for a key
+declared here out of the package).
 
 Values are plain YAML-able literals (papermill injects them into the ``parameters`` cell).
 """
@@ -65,9 +66,9 @@ MODEL: dict[str, Any] = {
 # face_blend, voice, av_offset, mouth_reorder, splice); ``pseudo_fakes_off``: families switched off (protocols);
 # ``pseudo_variants``: how many variants of a (clip, family) exist (their frozen embeddings are cached once);
 # ``pseudo_local``: the probability that a pseudo-fake is confined to one segment of the clip (partial manipulation).
-# ``real_only_weight``: w > 0 fits the real-only score on the real training clips (``training.real_only``) and the
+# ``real_only_weight``: w > 0 fits the real-only score on the real training clips (``detector.real_only``) and the
 # run scores (1 - w) * model + w * real-only, in validation and in the test API; ``real_only_groups``: which groups
-# of statistics it uses (``training.real_only.STAT_GROUPS``)
+# of statistics it uses (``features.statistics.STAT_GROUPS``)
 TRAINING: dict[str, Any] = {
     "epochs": 10, "batch_size": 40, "optimizer": "adam", "lr": 3.0e-3, "weight_decay": 0.0, "scheduler": "step",
     "step_size": 4, "gamma": 0.85, "warmup_epochs": 0, "loss": "bce", "focal_gamma": 2.0, "pos_weight": None,

@@ -18,9 +18,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..core.paths import data_root_path, resolve_path
+from ..core.paths import SPLIT_DIRS, data_root_path, resolve_path
 
-SPLIT_DIRS = {"train": "trainset", "val": "valset", "test": "testset"}
 LABEL_FILES = {"train": "train_label.txt", "val": "val_label.txt"}
 # a labelled folder: one pool of clips, no train / val split of its own (``data.groups`` makes them)
 POOL_LABELS = "labels.csv"

@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.files import atomic_write
-from ..core.paths import data_root_path, resolve_path
-from ..sample_data.generate import SPLIT_DIRS
+from ..core.paths import SPLIT_DIRS, data_root_path, resolve_path
 from .labels import canonical_name, is_pool, labelled_frame, list_test, pool_clips, read_labels
 
 SPLIT_COLUMNS = ("video_name", "part", "target", "folder")

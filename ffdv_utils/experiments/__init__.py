@@ -12,14 +12,13 @@ from .candidates import (
     train_variant,
 )
 from .joins import joined_candidates, plot_weight_sweep, weight_sweep
-from .protocols import (
-    HELD_OUT_PAIRING,
+from .protocol_report import (
     detail_table,
     leaderboard_display,
     plot_protocol_rocs,
     protocol_curves,
     protocol_intervals,
     protocol_leaderboard,
-    run_protocols,
 )
+from .protocols import HELD_OUT_PAIRING, run_protocols
 from .sync_cue import plot_sync_cue, sync_cue_summary, sync_cue_table

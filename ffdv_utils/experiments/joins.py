@@ -1,6 +1,6 @@
 """How much of the real-only score to join to a model's score: the weight sweep, from saved protocol predictions.
 
-A run with ``real_only_weight`` w scores (1 - w) * model + w * real-only (``training.real_only.combine``). Choosing
+A run with ``real_only_weight`` w scores (1 - w) * model + w * real-only (``detector.real_only.combine``). Choosing
 w needs no new training: the protocol loop saves, per split and seed, the model's own scores and the real-only
 scores (the ``<candidate>[model]`` and ``<candidate>[real_only]`` rows of a joined candidate, or two candidates of
 their own), and every w is a different mix of the same two columns. ``weight_sweep`` recomputes each protocol's AUC
@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..core import metrics
 from ..core.plots import save_figure
-from ..training.real_only import combine
+from ..detector.real_only import combine
 
 WEIGHTS = tuple(round(w, 2) for w in np.arange(0.0, 1.0001, 0.05))
 HELD_OUT_PROTOCOLS = ("held_out_kind", "held_out_identity", "cluster")

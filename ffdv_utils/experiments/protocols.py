@@ -1,4 +1,5 @@
-"""Evaluation protocols: which clips train a model and which clips test it.
+"""Evaluation protocols: which clips train a model and which clips test it, and running a comparison under them
+(``run_protocols``); ``protocol_report`` turns its results into leaderboards and curves.
 
 A plain train/val split says little about a new attack when train and validation were made the same way (the
 image-track winner re-split FFDV's validation set by clustering for that reason). Protocols here:
@@ -36,7 +37,6 @@ every seed and split), and TPR at FPR 1e-2 / 1e-3 with the number of real clips,
 from __future__ import annotations
 
 import itertools
-import os
 import time
 import warnings
 from pathlib import Path
@@ -46,9 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import metrics
-from ..core.metrics import N_BOOT
 from ..core.paths import data_root_path, run_dir
-from ..core.plots import draw_roc, save_figure
 from ..core.runs import start_run
 from ..core.schema import FEATURES, with_defaults
 from ..data.groups import attach_groups, grouped_splits, read_groups
@@ -65,17 +63,15 @@ from ..data.splits import (
     test_split,
     write_split,
 )
+from ..detector import NETWORK, load_detector
 from ..features.clips import clip_features
 from ..inference.score import predict_clips
-from ..models.checkpoint import load_model
 from ..training.loop import fit
 from .candidates import base_train_params, iter_candidates
-from .floors import BASELINE_FLOOR, METADATA_FLOOR, baseline_params, floor_flags, is_floor, metadata_scores
+from .floors import BASELINE_FLOOR, METADATA_FLOOR, baseline_params, metadata_scores
 
 PROTOCOLS = ("plain", "held_out_kind", "held_out_identity", "cluster", "grouped", "test")
-PARTS = ("model", "real_only")  # the parts of a joined score (real_only_weight > 0) reported as rows of their own
 
-# ---- hook for the pseudo-fake stage (issue 14, part 1; not built here) ----------------------------------------
 # While a manipulation kind is held out, the pseudo-fake family that imitates it most closely is switched off too,
 # or the fold would still train on a stand-in for the "unseen" kind. {held-out kind: pseudo-fake families to switch
 # off}, for the sample data's kinds (FFDV's own kinds are not published; a kind without an entry switches nothing
@@ -88,15 +84,14 @@ HELD_OUT_PAIRING: dict[str, tuple[str, ...]] = {
     "av_mismatch": ("av_offset",),               # audio from another clip <-> the sound moved against the picture
 }
 # The training parameter the pseudo-fake stage reads: a list of family names that are off. The override is applied
-# only where the training parameters already hold this key (the stage declares it in ``core/schema.py``), so
-# without a pseudo-fake stage the fold's parameters -- and its run's resume key -- are exactly as before.
+# only where the training parameters hold this key (``core/schema.py`` declares it).
 PSEUDO_OFF_KEY = "pseudo_fakes_off"
 
 
 def fold_overrides(split: Split, params: Mapping[str, Any]) -> dict:
     """Training-parameter overrides of one protocol fold: for a ``held_out_kind`` fold, the held-out kind's paired
     pseudo-fake families (``HELD_OUT_PAIRING``) added to ``params[PSEUDO_OFF_KEY]``; {} for every other fold, for a
-    kind without a pairing, and while no pseudo-fake stage declares ``PSEUDO_OFF_KEY``."""
+    kind without a pairing, and for parameters without ``PSEUDO_OFF_KEY``."""
     families = HELD_OUT_PAIRING.get(split.held_out, ()) if split.protocol == "held_out_kind" else ()
     if not families or PSEUDO_OFF_KEY not in params:
         return {}
@@ -107,9 +102,11 @@ STAT_COLUMNS = ("log_duration", "fps", "log_pixels", "aspect", "sample_rate", "c
                 "mel_mean", "mel_std", "mel_tilt", "mel_time_std", "face_mean", "face_std", "face_red", "face_sat")
 
 
-def clip_statistics(clips: pd.DataFrame, params: Mapping[str, Any] | None = None, index: pd.DataFrame | None = None,
-                    workers: int | None = None, progress: bool = False) -> pd.DataFrame:
-    """Per clip: format statistics from the media index and summary statistics of its mel image and face crops.
+def cluster_statistics(clips: pd.DataFrame, params: Mapping[str, Any] | None = None,
+                       index: pd.DataFrame | None = None, workers: int | None = None,
+                       progress: bool = False) -> pd.DataFrame:
+    """Per clip, what the ``cluster`` protocol groups clips by: format statistics from the media index and summary
+    statistics of its mel image and face crops.
 
     Args:
         clips: video_name, path.
@@ -210,7 +207,7 @@ def make_splits(data_root: Any, protocols: Sequence[str] = ("plain", "held_out_k
                 continue
             splits.extend(held_out_identity_splits(clips, cluster_folds))
         elif proto == "cluster":
-            stats = clip_statistics(clips, params, index=index, progress=progress)
+            stats = cluster_statistics(clips, params, index=index, progress=progress)
             splits.extend(cluster_splits(clips, cluster_assign(stats, n_clusters, seed), cluster_folds))
         elif proto == "grouped":
             source = groups_csv or (data_root_path(data_root) / POOL_LABELS if is_pool(data_root) else None)
@@ -268,14 +265,22 @@ def _unseen_auc(split: Split, df: pd.DataFrame) -> dict:
 
 
 def _eval_scores_from_run(run_name: str, split: Split, device: str = "auto", progress: bool = False) -> pd.DataFrame:
-    """Scores of a trained run's best checkpoint on ``split.eval`` (a split that shares the run's training set)."""
-    model, params = load_model(run_name, device)
+    """Scores of a trained run's detector on ``split.eval`` (a split that shares the run's training set)."""
+    detector = load_detector(run_name, device)
+    params = detector.params
     clips = split.eval[["video_name", "path"]] if "path" in split.eval else None
     if clips is None:
         root = data_root_path(params["data_root"])
         clips = split.eval.assign(path=[str(root / f / n) for f, n in zip(split.eval.folder, split.eval.video_name)])
-    return predict_clips(model, params, clips[["video_name", "path"]], device=device, progress=progress,
+    return predict_clips(detector, params, clips[["video_name", "path"]], device=device, progress=progress,
                          cached_embeddings=True)
+
+
+def score_parts(scores: pd.DataFrame) -> list[str]:
+    """The parts of a joined score in a predictions table: the network's (``model_score``) first, then each part's
+    (``<kind>_score``)."""
+    named = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
+    return sorted(named, key=lambda k: k != NETWORK)
 
 
 def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[str, Any]],
@@ -288,7 +293,7 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     """Train every candidate on every split of ``protocols``, once per training seed, and score it on the split's
     eval part.
 
-    ``seeds``: training seeds, a count (None: 1, today's single run) counted from the candidate's own ``seed``, or a
+    ``seeds``: training seeds, a count (None: 1, a single run) counted from the candidate's own ``seed``, or a
     list (``candidates.seed_list``); ``seed`` is the clustering's seed, not a training seed. Each (candidate, split,
     seed) is its own run folder ``outputs/<run>-<candidate>[-s<seed>]-<split>`` (no suffix for the own seed; params,
     checkpoints,
@@ -296,8 +301,9 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     ``shared`` plus the candidate's overrides. The last epoch is kept (``select_metric: last``): the eval part
     must not choose the checkpoint, or a held-out kind would leak into model selection. A split whose training
     set equals one already trained (``test`` after ``plain``) is scored with that model instead of training again.
-    A candidate with a real-only score (``real_only_weight`` > 0) adds two rows per split from the same model: its
-    own score (``<label>[model]``) and the real-only score alone (``<label>[real_only]``).
+    A candidate whose detector joins other scores to its network (``real_only_weight`` > 0...) adds a row per
+    part and split from the same detector: the network's score (``<label>[model]``) and each part's alone
+    (``<label>[real_only]``).
     A candidate over the 200M-parameter rule is listed with its size and not trained. A ``held_out_kind`` fold
     trains with ``fold_overrides`` (the paired pseudo-fake family off; nothing while no such stage exists).
 
@@ -319,7 +325,7 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
     pd.DataFrame([s.summary() for s in splits]).to_csv(folder / "protocol_splits.csv", index=False)
     trained: dict[tuple[str, str], str] = {}
     rows = []
-    seeds = 1 if seeds is None else seeds  # one run per candidate with its own seed, as before seeds existed
+    seeds = 1 if seeds is None else seeds  # one run per candidate, with its own seed
     for split in splits:
         split_path = write_split(split, folder / "splits" / f"{split.name}.csv")
         if index is not None:
@@ -347,7 +353,7 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
                 else:
                     run = start_run(params, "03_train")
                     result = fit(params, run)
-                    scores = pd.read_csv(run.path("val_predictions.csv"), dtype={"video_name": str})
+                    scores = result.predictions
                     trained[key] = run.name
                     row.update(run=run.name, train_time_s=result.get("train_time_s"),
                                best_epoch=result.get("best_epoch"))
@@ -356,9 +362,7 @@ def run_protocols(run_name: str, data_root: Any, candidates: Sequence[Mapping[st
                 continue
             # a run with a real-only score also reports each part of its joined score as a row of its own (the same
             # model, no second training): ``<label>[model]`` and ``<label>[real_only]``
-            for suffix, col in (("", "score"), *((f"[{part}]", f"{part}_score") for part in PARTS)):
-                if col not in scores:
-                    continue
+            for suffix, col in (("", "score"), *((f"[{part}]", f"{part}_score") for part in score_parts(scores))):
                 part = scores[["video_name", col]].rename(columns={col: "score"})
                 name = f"{label}{suffix}"
                 pred_path = folder / "protocol_predictions" / f"{split.name}__{name}.csv"
@@ -393,242 +397,3 @@ def _metadata_row(split: Split, index: pd.DataFrame, folder: Path) -> dict:
     merged[[c for c in ("video_name", "target", "kind", "score") if c in merged]].to_csv(pred_path, index=False)
     return {**split.summary(), "name": METADATA_FLOOR, "seed": 0, "n_params": None, **evaluate_scores(split, scores),
             "wall_s": time.time() - t0, "predictions": str(pred_path.relative_to(folder))}
-
-
-LEADER_METRICS = ("auc", "tpr@fpr=1e-2", "tpr@fpr=1e-3")
-PROTOCOL_ORDER = ("plain", "test", "held_out_kind", "held_out_identity", "cluster")
-TPR_METRICS = {f"tpr@fpr={metrics.fpr_name(f)}": f for f in metrics.TPR_FPRS}
-
-
-def _seeded(results: pd.DataFrame) -> pd.DataFrame:
-    """``results`` with a ``seed`` column (0 where absent: one seed) and every TPR that its eval part's real clips
-    cannot resolve (``n_real < 1/FPR``) set to NaN, whatever an older results file holds."""
-    df = results.copy()
-    df["seed"] = df["seed"].fillna(-1) if "seed" in df else 0
-    if "n_real" in df:
-        for col, fpr in TPR_METRICS.items():
-            if col in df:
-                df.loc[df["n_real"].notna() & (df["n_real"] < metrics.min_reals(fpr)), col] = np.nan
-    return df
-
-
-def _over_seeds(part: pd.DataFrame, col: str, skipna: bool = True) -> tuple[pd.Series, pd.Series]:
-    """Per name: the mean and sd (ddof 1; NaN with one seed) over seeds of ``col``, each seed's value being the mean
-    over its splits (``skipna=False``: a split with NaN makes that seed's value NaN, as n/a TPRs must)."""
-    per_seed = part.groupby(["name", "seed"])[col].agg(lambda v: v.mean(skipna=skipna))
-    by_name = per_seed.groupby(level="name")
-    return by_name.mean(), by_name.std(ddof=1)
-
-
-def _nanmean(a: Any, axis: int = 0) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column (a resample without one class) stays NaN
-        return np.nanmean(np.asarray(a, float), axis=axis)
-
-
-def paired_bootstrap(groups: Mapping[str, Sequence[pd.DataFrame]], n_boot: int = metrics.N_BOOT,
-                     seed: int = metrics.BOOT_SEED) -> dict[str, np.ndarray]:
-    """Bootstrap AUCs of several splits and seeds on ONE clip-level resample per round.
-
-    Args:
-        groups: {split: [predictions (video_name, target, score) of each seed]}.
-
-    Returns:
-        {split: (n_boot,) the mean over seeds of the resampled AUC}. The union of the clips is resampled, reals and
-        fakes apart (stratified), and every (split, seed) is scored on the draw counts of its own clips: seeds are
-        paired (the interval is clip sampling, not seed spread), and clips shared by two splits (the val reals of
-        every held-out kind) move together.
-    """
-    frames = [d for ds in groups.values() for d in ds]
-    if not frames:
-        return {}
-    clips = pd.concat([d[["video_name", "target"]] for d in frames]).drop_duplicates("video_name")
-    where = {}
-    for fake in (False, True):
-        names = clips.video_name[(clips.target >= 0.5) == fake]
-        where[fake] = pd.Series(np.arange(len(names)), index=names.to_numpy())
-    parts = {split: [(d.score[d.target < 0.5].to_numpy(float), d.score[d.target >= 0.5].to_numpy(float),
-                      where[False][d.video_name[d.target < 0.5]].to_numpy(),
-                      where[True][d.video_name[d.target >= 0.5]].to_numpy()) for d in ds]
-             for split, ds in groups.items()}
-    rng = np.random.default_rng(seed)
-    out: dict[str, list] = {split: [] for split in groups}
-    for b in metrics.boot_chunks(len(clips), n_boot):
-        w_real = metrics.bootstrap_weights(len(where[False]), b, rng)
-        w_fake = metrics.bootstrap_weights(len(where[True]), b, rng)
-        for split, seeds in parts.items():
-            per_seed = [metrics.weighted_aucs(r, f, w_real[:, ir], w_fake[:, i_f]) if len(r) and len(f)
-                        else np.full(b, np.nan) for r, f, ir, i_f in seeds]
-            out[split].append(_nanmean(per_seed))
-    return {split: np.concatenate(v) for split, v in out.items()}
-
-
-def protocol_intervals(results: pd.DataFrame, folder: str | os.PathLike, n_boot: int = metrics.N_BOOT,
-                       seed: int = metrics.BOOT_SEED, level: float = metrics.LEVEL) -> pd.DataFrame:
-    """Bootstrap ``level`` intervals of the leaderboard's AUCs from the saved per-seed eval predictions.
-
-    Per model and protocol, ``<protocol> auc lo`` / ``hi`` bound the reported number itself -- the mean over seeds
-    of the mean over the protocol's splits -- recomputed on each of ``n_boot`` stratified resamples of the eval clips
-    (``paired_bootstrap``: the per-seed predictions, paired, not pooled into one score); ``unseen <kind> auc lo`` /
-    ``hi`` the same for one held-out kind. Indexed by name.
-    """
-    df = _seeded(results)
-    if "predictions" not in df or ("auc" in df and df["auc"].isna().all()):
-        return pd.DataFrame()
-    df = df.dropna(subset=["predictions"])
-    table: dict[str, dict[str, float]] = {}
-    for (proto, name), part in df.groupby(["protocol", "name"], sort=False):
-        groups: dict[str, list[pd.DataFrame]] = {}
-        for row in part.itertuples():
-            pred = pd.read_csv(Path(folder) / row.predictions, dtype={"video_name": str})
-            groups.setdefault(row.split, []).append(pred)
-        samples = paired_bootstrap(groups, n_boot, seed)
-        row_out = table.setdefault(name, {})
-        lo, hi = metrics.percentile_interval(_nanmean(list(samples.values())), level)
-        row_out.update({f"{proto} auc lo": lo, f"{proto} auc hi": hi})
-        if proto == "held_out_kind":
-            held = part.drop_duplicates("split").set_index("split")["held_out"]
-            for split, s in samples.items():
-                lo, hi = metrics.percentile_interval(s, level)
-                row_out.update({f"unseen {held[split]} auc lo": lo, f"unseen {held[split]} auc hi": hi})
-    return pd.DataFrame.from_dict(table, orient="index")
-
-
-def protocol_leaderboard(results: pd.DataFrame, metrics: Sequence[str] = LEADER_METRICS,
-                         folder: str | os.PathLike | None = None, n_boot: int = N_BOOT) -> pd.DataFrame:
-    """ONE table: a row per model, columns ``<protocol> <metric>`` and ``<protocol> <metric> sd`` (mean and sd over
-    seeds, each seed's figure the mean over the protocol's splits), ``<protocol> n_real`` (the fewest real clips of
-    the protocol's eval parts: a TPR at FPR F is n/a -- NaN -- below 1/F of them), per-kind AUCs of ``plain`` /
-    ``test`` and, for ``held_out_kind``, the AUC on each unseen kind (mean, sd); ``n_seeds``; parameters in millions.
-
-    With ``folder`` (the run folder holding ``protocol_predictions/``), ``<protocol> auc lo`` / ``hi`` and
-    ``unseen <kind> auc lo`` / ``hi``: bootstrap 95 % intervals of those means (``protocol_intervals``).
-    """
-    df = _seeded(results)
-    ok = df[df["auc"].notna()] if "auc" in df else df.iloc[0:0]
-    if ok.empty:
-        return pd.DataFrame({"name": results.get("name", pd.Series(dtype=str)).unique()})
-    table = pd.DataFrame(index=pd.Index(list(dict.fromkeys(results.name)), name="name"))
-    intervals = protocol_intervals(ok, folder, n_boot) if folder is not None else pd.DataFrame()
-
-    def put(out: str, part: pd.DataFrame, col: str, skipna: bool = True) -> None:
-        table[out], table[f"{out} sd"] = _over_seeds(part, col, skipna)
-        for end in (" lo", " hi"):
-            if out + end in intervals:
-                table[out + end] = intervals[out + end]
-
-    present = [p for p in PROTOCOL_ORDER if p in set(ok.protocol)] + \
-        sorted(set(ok.protocol) - set(PROTOCOL_ORDER))
-    for proto in present:
-        part = ok[ok.protocol == proto]
-        for m in metrics:
-            if m in part:
-                put(f"{proto} {m}", part, m, skipna=m not in TPR_METRICS)
-        if "n_real" in part:
-            table[f"{proto} n_real"] = part.groupby("name")["n_real"].min()
-        if proto == "held_out_kind":
-            for held, g in part.groupby("held_out"):
-                put(f"unseen {held} auc", g, "auc")
-        elif proto in ("plain", "test"):
-            for col in sorted(c for c in part.columns if c.startswith("auc[")):
-                if part[col].notna().any():
-                    put(f"{proto} {col}", part, col)
-    table["n_seeds"] = ok.groupby("name")["seed"].nunique()
-    if "n_params" in results:
-        table["params_M"] = results.groupby("name")["n_params"].max() / 1e6
-    if "train_time_s" in results:
-        table["train_time_s"] = results.groupby("name")["train_time_s"].sum(min_count=1)
-    if "error" in results:
-        errs = results.dropna(subset=["error"]).groupby("name")["error"].first()
-        if len(errs):
-            table["error"] = errs
-    first = next((c for c in table.columns if c.endswith(" auc")), None)
-    if first is not None:
-        table = table.sort_values(first, ascending=False, na_position="last")
-    table = table.reset_index()
-    if table["name"].map(is_floor).any():
-        table["floors"] = floor_flags(table)
-    return table
-
-
-def _cell(mean: float, sd: float = float("nan"), lo: float = float("nan"), hi: float = float("nan"),
-          digits: int = 3) -> str:
-    if not np.isfinite(mean):
-        return "nan"
-    text = f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if np.isfinite(sd) else "")
-    return text + (f" [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) and np.isfinite(hi) else "")
-
-
-def leaderboard_display(board: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The leaderboard as text, to read: ``<protocol> AUC`` "mean ± sd [bootstrap 95 %]", ``<protocol> TPR@1e-2``
-    "mean ± sd (n_real N)" or "n/a (n_real N < 100)" (``metrics.tpr_label``), ``unseen <kind> AUC`` and
-    ``<protocol> AUC[<kind>]``, then seeds, size, time, errors. The sd is left out with one seed, the interval
-    without saved predictions."""
-    out = pd.DataFrame({"name": board["name"]})
-
-    def get(col: str) -> np.ndarray:
-        return pd.to_numeric(board[col], errors="coerce").to_numpy(float) if col in board \
-            else np.full(len(board), np.nan)
-
-    for col in [c for c in board.columns if c.endswith(" auc") or (" auc[" in c and c.endswith("]"))]:
-        out[col.replace(" auc", " AUC")] = [_cell(*v, digits=digits) for v in
-                                            zip(get(col), get(col + " sd"), get(col + " lo"), get(col + " hi"))]
-        proto = col[:-4]
-        for m, fpr in TPR_METRICS.items():
-            if not col.endswith(" auc") or f"{proto} {m}" not in board:
-                continue
-            out[f"{proto} TPR@{metrics.fpr_name(fpr)}"] = [
-                metrics.tpr_label(v, int(n), fpr, digits, sd) if np.isfinite(n) else _cell(v, sd, digits=digits)
-                for v, sd, n in zip(get(f"{proto} {m}"), get(f"{proto} {m} sd"), get(f"{proto} n_real"))]
-    for col in ("floors", "n_seeds", "params_M", "train_time_s", "error"):
-        if col in board:
-            out[col] = board[col].round(2) if col in ("params_M", "train_time_s") else board[col]
-    return out
-
-
-def protocol_curves(results: pd.DataFrame, folder: str | os.PathLike) -> dict[str, dict[str, tuple]]:
-    """{panel: {model: (targets, scores)}} from the saved eval predictions of each model's first seed. A protocol's
-    splits are pooled into one panel when their eval parts are disjoint (cluster folds); held-out kinds get a panel
-    each."""
-    curves: dict[str, dict[str, tuple]] = {}
-    if "predictions" not in results:
-        return curves
-    for row in results.dropna(subset=["predictions"]).drop_duplicates(["split", "name"]).itertuples():
-        panel = row.split if row.protocol in ("held_out_kind", "plain", "test") else row.protocol
-        df = pd.read_csv(Path(folder) / row.predictions)
-        y, s = curves.setdefault(panel, {}).get(row.name, (np.zeros(0), np.zeros(0)))
-        curves[panel][row.name] = (np.concatenate([y, df.target.to_numpy(float)]),
-                                   np.concatenate([s, df.score.to_numpy(float)]))
-    return curves
-
-
-def plot_protocol_rocs(curves: Mapping[str, Mapping[str, tuple]], path: str | os.PathLike | None = None,
-                       log_fpr: bool = True) -> Any:
-    """A panel of ROC curves per protocol split (log FPR: the tie-break metric lives at FPR = 1e-3)."""
-    import matplotlib.pyplot as plt
-
-    panels = list(curves)
-    cols = min(3, max(1, len(panels)))
-    rows = int(np.ceil(max(1, len(panels)) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), squeeze=False)
-    for ax in axes.ravel()[len(panels):]:
-        ax.axis("off")
-    for ax, panel in zip(axes.ravel(), panels):
-        draw_roc(ax, curves[panel], log_fpr, fontsize=7)
-        ax.set_title(panel, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-
-DETAIL_COLUMNS = ("protocol", "split", "held_out", "name", "seed", "n_train", "n_eval", "n_eval_fake", "n_real", "auc",
-                  "auc_ci_lo", "auc_ci_hi", "tpr@fpr=1e-2", "tpr@fpr=1e-3", "auc[*]", "pseudo_fakes_off",
-                  "train_time_s", "reused_model", "error")
-
-
-def detail_table(results: pd.DataFrame) -> pd.DataFrame:
-    """The per-split rows with the columns worth reading (every ``auc[kind]`` where ``auc[*]`` stands)."""
-    cols: list[str] = []
-    for c in DETAIL_COLUMNS:
-        cols += sorted(k for k in results if k.startswith("auc[")) if c == "auc[*]" else [c] if c in results else []
-    return results[cols]

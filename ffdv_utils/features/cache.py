@@ -37,7 +37,7 @@ from .params import face_params
 _MANIFEST_COLUMNS = ["video_name", "has_audio", "status", "error", "note", "seconds", "shape", "source"]
 
 
-def _entry_file(name: str, suffix: str) -> str:
+def entry_file(name: str, suffix: str) -> str:
     """Relative path of a clip's entry: a 2-hex-char subfolder (spreads files) and a filesystem-safe name."""
     digest = hashlib.sha1(name.encode("utf-8")).hexdigest()
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)[:150]
@@ -63,7 +63,7 @@ class _Store:
 
     def reload(self) -> None:
         """Re-reads the manifest (another process may have extended the cache)."""
-        rows = _read_manifest(self.root)
+        rows = read_manifest(self.root)
         self.table = pd.DataFrame(list(rows.values()), columns=_MANIFEST_COLUMNS)
         self.table["has_audio"] = self.table["has_audio"].astype(bool)
         self._status = dict(zip(self.table["video_name"], self.table["status"]))
@@ -86,7 +86,7 @@ class _Store:
 
     def path(self, name: str) -> Path:
         """Where the clip's entry lives (whether or not it exists)."""
-        return self.root / "entries" / _entry_file(name, self.suffix)
+        return self.root / "entries" / entry_file(name, self.suffix)
 
     def __repr__(self) -> str:
         counts = self.table["status"].value_counts().to_dict() if len(self.table) else {}
@@ -222,7 +222,7 @@ class FaceStore(_Store):
         return got[key]
 
 
-def _read_manifest(root: Path) -> dict[str, dict]:
+def read_manifest(root: Path) -> dict[str, dict]:
     path = root / "manifest.csv"
     if not path.is_file():
         return {}
@@ -234,7 +234,7 @@ def _read_manifest(root: Path) -> dict[str, dict]:
     return rows
 
 
-def _write_manifest(root: Path, rows: Mapping[str, dict]) -> None:
+def write_manifest(root: Path, rows: Mapping[str, dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_MANIFEST_COLUMNS, extrasaction="ignore")
     writer.writeheader()

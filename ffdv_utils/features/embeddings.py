@@ -34,7 +34,7 @@ from ..core.files import atomic_write
 from ..core.paths import cache_dir
 from ..core.progress import progress_bar
 from .batches import ClipDataset, prepare_batch
-from .cache import _entry_file
+from .cache import entry_file
 from .clips import cache_folder
 
 EMBEDDING_KEYS = {"mel": "mel_emb", "faces": "face_emb"}  # batch key of each input's embedding
@@ -97,7 +97,7 @@ def embed_dataset(ds: ClipDataset, kind: str, backbone: nn.Module, folder: Path,
     ``backbone`` must be frozen and is run in eval mode; its mode is restored afterwards.
     """
     device = torch.device(device)
-    paths = [folder / "entries" / _entry_file(n, ".npy") for n in ds.names]
+    paths = [folder / "entries" / entry_file(n, ".npy") for n in ds.names]
     todo = np.array([i for i, p in enumerate(paths) if not p.is_file()], dtype=np.int64)
     if len(todo):
         was_training = backbone.training
@@ -155,7 +155,7 @@ class PseudoEmbeddings:
         self.computed = 0  # variants whose embeddings this object computed (not read back)
 
     def _path(self, kind: str, tag: str, name: str) -> Path:
-        return self.folders[kind] / "pseudo" / tag / "entries" / _entry_file(name, ".npy")
+        return self.folders[kind] / "pseudo" / tag / "entries" / entry_file(name, ".npy")
 
     def _fresh_faces(self, jobs: list[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         """(dataset row, pseudo-fake crops (T, S, S, 3) uint8) -> (T, C) float16 per job, new frames computed."""

@@ -32,9 +32,9 @@ from ..media.decode import MediaError, load_audio, load_frames
 from .cache import (
     FaceStore,
     MelStore,
-    _entry_file,
-    _read_manifest,
-    _write_manifest,
+    entry_file,
+    read_manifest,
+    write_manifest,
 )
 from .faces import face_entry, load_mtcnn
 from .mel import audio_status, mel_image
@@ -139,7 +139,7 @@ def _work(task: tuple[str, str]) -> dict:
         row.update(result)
         if writer is not None:
             stage = "write"
-            atomic_write(_W["root"] / "entries" / _entry_file(name, _W["suffix"]), writer)
+            atomic_write(_W["root"] / "entries" / entry_file(name, _W["suffix"]), writer)
     except MediaError as e:
         row.update(status="error", stage=stage, error=e.message)
     except OSError as e:
@@ -224,7 +224,7 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
         atomic_write(root / "params.json", json.dumps(params, indent=2, sort_keys=True) + "\n")
     suffix = ".npy" if kind == "mel" else ".npz"
     t0 = time.time()
-    rows = _read_manifest(root)
+    rows = read_manifest(root)
     on_disk = _existing_entries(root, suffix)
     seen: set[str] = set()
     pending: list[tuple[str, str]] = []
@@ -232,7 +232,7 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
         if name in seen:
             continue
         seen.add(name)
-        rel = _entry_file(name, suffix)
+        rel = entry_file(name, suffix)
         row, stamp = rows.get(name), file_stamp(path)
         if row is not None and row.get("source") and row["source"] != stamp:
             row = None  # the name now points at another (or a changed) file: recompute, never reuse
@@ -276,7 +276,7 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
             bar.set_postfix(errors=stats["error"], refresh=False)
         bar.update(1)
         if time.time() - last_flush > 30:  # bounded loss if the run is killed; entries themselves are never lost
-            _write_manifest(root, rows)
+            write_manifest(root, rows)
             last_flush = time.time()
 
     init_args = (kind, params, str(root))
@@ -304,7 +304,7 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
     finally:
         bar.close()
         try:
-            _write_manifest(root, rows)
+            write_manifest(root, rows)
             if errors_csv is not None:
                 _write_errors(Path(errors_csv), errors)
         except OSError as exc:

@@ -1,5 +1,5 @@
-"""Scoring (notebook 06_submission): batch scoring with TTA and ensembles, ``prediction.csv`` writing and
-validation, the test API (``score_video``) and the Kaggle round trip.
+"""Scoring (notebook 06_submission): batch scoring of a run's detector with TTA and ensembles, ``prediction.csv``
+writing and validation, and the test API (``score_video``).
 """
 
 from .score import ensemble, predict_clips, predict_runs, score_table, score_video, score_videos

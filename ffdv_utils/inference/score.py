@@ -23,31 +23,33 @@ from ..core.config import params_hash
 from ..core.device import amp_dtype, resolve_device
 from ..core.errors import ConfigError
 from ..core.files import file_stamp, sha256_file
+from ..core.params import InferenceParams
 from ..core.paths import project_root
 from ..core.schema import INFERENCE, TRAINING, with_defaults
+from ..detector import NETWORK, Detector, load_detector
 from ..features.batches import ClipDataset, batch_loader
 from ..features.clips import clip_features
 from ..features.embeddings import attach_embeddings
-from ..models.checkpoint import _load, checkpoint_path, load_model
+from ..models.checkpoint import Checkpoint, checkpoint_path
 from ..models.registry import model_inputs
 from ..training.evaluate import predict_loader
-from ..training.real_only import RealOnlyModel, clip_statistics, combine
 
 FALLBACK_SCORE = INFERENCE["fallback_score"]
 ENSEMBLE_METHODS = ("mean", "rank")
 
 
 @lru_cache(maxsize=4)
-def _cached_model(path: str, stamp: str, device: str) -> tuple[torch.nn.Module, dict]:
+def _cached_detector(path: str, stamp: str, device: str) -> Detector:
     # ``stamp`` (size:mtime) is part of the key so a retrained checkpoint at the same path is loaded again
-    return load_model(path, device)
+    return load_detector(path, device)
 
 
-def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.DataFrame, tta: int = 1,
+def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], clips: pd.DataFrame, tta: int = 1,
                   batch_size: int = 64, device: str = "auto", progress: bool = True,
                   errors_csv: Path | None = None, cached_embeddings: bool = False) -> pd.DataFrame:
     """Scores for ``clips`` (video_name, path): video_name, score, status (ok | no_audio | fallback: <why>), and for a
-    run with a real-only score the two parts of each joined score, ``model_score`` and ``real_only_score``.
+    detector with parts (a real-only score...) the parts of each joined score, ``model_score`` and
+    ``<kind>_score``. A bare network (``nn.Module``) scores alone.
 
     Features come from ``features.clips.clip_features`` with the run's own parameters, and batches from the
     training loader's batch reader (``features.batches.batch_loader``): the code path training used. Frozen
@@ -56,6 +58,8 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
     the same backbone weights: what a comparison scoring many runs on one split wants).
     """
     p = with_defaults(params, INFERENCE, TRAINING)
+    detector = model if isinstance(model, Detector) else Detector(model, dict(p))
+    network = detector.network
     dev = resolve_device(device)
     clips = clips.reset_index(drop=True)
     if "exists" not in clips:
@@ -63,23 +67,24 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
     status = np.array(["ok"] * len(clips), dtype=object)
     status[~clips.exists.to_numpy(bool)] = "fallback: file not found"
     scores = np.full(len(clips), np.nan)
-    parts: dict[str, np.ndarray] = {}  # with a real-only score: the two parts of each joined score
+    parts: dict[str, np.ndarray] = {}  # with joined scores: the network's and each part's
     present = clips[clips.exists.to_numpy(bool)].reset_index()
     if len(present):
-        feats = clip_features(p, present, model_inputs(model), progress=progress, errors_csv=errors_csv)
+        feats = clip_features(p, present, model_inputs(network), progress=progress, errors_csv=errors_csv)
         ds = ClipDataset(present.video_name, np.zeros(len(present)), mels=feats.get("mels"),
                          has_audio=feats.get("has_audio"), faces=feats.get("faces"))
         if cached_embeddings:
-            attach_embeddings(model, p, [ds], dev, progress=progress)
+            attach_embeddings(network, p, [ds], dev, progress=progress)
         loader = batch_loader(ds, batch_size)
-        idx, s = predict_loader(model, loader, dev, amp_dtype(p["amp"], dev), tta=tta, progress=progress)
+        idx, s = predict_loader(network, loader, dev, amp_dtype(p["amp"], dev), tta=tta, progress=progress)
         rows = present["index"].to_numpy()
-        state = getattr(model, "real_only_state", None)
-        if state:  # the run's real-only score, joined as in its validation (training.real_only.combine)
-            ro = RealOnlyModel.from_state(state).score(clip_statistics(p, present, progress=False))
-            parts = {"model_score": np.full(len(clips), np.nan), "real_only_score": np.full(len(clips), np.nan)}
-            parts["model_score"][rows[idx]], parts["real_only_score"][rows[idx]] = s, ro[idx]
-            s = combine(s, ro[idx], float(state["weight"]))
+        if detector.parts:  # the run's joined score, as in its validation (``Detector.join``)
+            found = {k: v[idx] for k, v in detector.part_scores(present, p).items()}
+            parts = {f"{k}_score": np.full(len(clips), np.nan) for k in (NETWORK, *found)}
+            parts[f"{NETWORK}_score"][rows[idx]] = s
+            for k, v in found.items():
+                parts[f"{k}_score"][rows[idx]] = v
+            s = detector.join(s, found)
         scores[rows[idx]] = s
         for i, name in enumerate(present.video_name):
             if name in feats["errors"]:  # every needed modality failed to decode: no evidence, the fallback
@@ -88,7 +93,7 @@ def predict_clips(model: torch.nn.Module, params: Mapping[str, Any], clips: pd.D
                 status[rows[i]] = "no_audio"
     bad_score = ~np.isfinite(scores)
     status[bad_score & (status == "ok")] = "fallback: non-finite score"
-    scores[bad_score] = float(p["fallback_score"])
+    scores[bad_score] = InferenceParams.of(p).fallback_score
     return pd.DataFrame({"video_name": clips.video_name, "score": scores, "status": status, **parts})
 
 
@@ -108,11 +113,12 @@ def ensemble(frames: Sequence[pd.DataFrame], method: str = "mean") -> pd.Series:
     return pd.Series((ranks.mean(0) - 1) / max(1, n - 1))
 
 
-def _source_record(run: str, ckpt: Path, params: Mapping[str, Any], meta: Mapping[str, Any]) -> dict:
+def source_record(run: str, ckpt: Path, params: Mapping[str, Any], saved: Checkpoint) -> dict:
+    """What produced a run's scores in a prediction: checkpoint file and sha256, epoch, validation metrics..."""
     root = project_root()
     return {"run": str(run), "checkpoint": str(ckpt.relative_to(root) if ckpt.is_relative_to(root) else ckpt),
-            "checkpoint_sha256": sha256_file(ckpt), "epoch": meta.get("epoch"), "val_metrics": meta.get("metrics"),
-            "n_params": meta.get("n_params"), "model_type": params.get("model_type"), "model": params.get("model"),
+            "checkpoint_sha256": sha256_file(ckpt), "epoch": saved.epoch, "val_metrics": dict(saved.metrics),
+            "n_params": saved.n_params, "model_type": params.get("model_type"), "model": params.get("model"),
             "params_hash": params_hash(params), "train_params": dict(params)}
 
 
@@ -132,12 +138,13 @@ def predict_runs(runs: Iterable[str], clips: pd.DataFrame, tta: int = 1, method:
     frames, record = [], []
     for run in runs:
         ckpt = checkpoint_path(run)
-        model, params, meta = _load(ckpt, device)
+        detector = Detector.load(ckpt, device)
+        params = dict(detector.params)
         if fallback_score is not None:
             params["fallback_score"] = float(fallback_score)
-        frames.append(predict_clips(model, params, clips, tta=tta, device=device, progress=progress,
+        frames.append(predict_clips(detector, params, clips, tta=tta, device=device, progress=progress,
                                     errors_csv=errors_csv))
-        record.append(_source_record(run, ckpt, params, meta))
+        record.append(source_record(run, ckpt, params, detector.checkpoint))
     out = frames[0][["video_name"]].copy()
     out["score"] = ensemble(frames, method).to_numpy() if len(frames) > 1 else frames[0].score.to_numpy()
     statuses = np.stack([f.status.to_numpy(object) for f in frames])
@@ -163,14 +170,14 @@ def score_table(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.
                 tta: int = 1, progress: bool = False) -> pd.DataFrame:
     """video_name, path, score, status for many files with one model load (what ``score`` prints)."""
     ckpt = checkpoint_path(run_or_checkpoint)
-    model, params = _cached_model(str(ckpt), file_stamp(ckpt), device)
+    detector = _cached_detector(str(ckpt), file_stamp(ckpt), device)
     clips = pd.DataFrame({"video_name": [Path(p).name for p in paths],
                           "path": [str(Path(p).expanduser().resolve()) for p in paths]})
     # one name per clip within a call (the feature cache is keyed by name); the cache itself notices when a name
     # points at another file than the one its entry was made from, and recomputes
     names = list(clips.video_name)
     clips["video_name"] = [n if names.count(n) == 1 else f"{i}_{n}" for i, n in enumerate(names)]
-    scores = predict_clips(model, params, clips, tta=tta, device=device, progress=progress)
+    scores = predict_clips(detector, detector.params, clips, tta=tta, device=device, progress=progress)
     return pd.DataFrame({"video_name": names, "path": clips.path, "score": scores.score.astype(float),
                          "status": scores.status})
 

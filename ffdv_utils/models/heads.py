@@ -13,6 +13,7 @@ from torch import nn
 from .backbones import cam_layer, create_backbone, embedding_dim
 from .layers import FrozenAware, ScoreLinear, is_frozen, noisy_or_logit
 from .layers import freeze as freeze_module
+from .registration import register_model
 from .sync import SyncHead
 
 
@@ -31,6 +32,7 @@ def _cached(backbone: nn.Module, emb: torch.Tensor, raw: torch.Tensor, stale: to
     return emb
 
 
+@register_model("audio", backbones=lambda p: [p["model"]], freezable=True)
 class AudioModel(FrozenAware):
     """The public baseline's idea: an image backbone on the mel spectrogram image.
 
@@ -101,6 +103,7 @@ class FrameAggregator(nn.Module):
 AGGREGATES = ("mean", "max", "topk", "attention")
 
 
+@register_model("visual", backbones=lambda p: [p["model"]], freezable=True)
 class VisualModel(FrozenAware):
     """A frame-level backbone on face crops, aggregated to a clip score (``face_emb`` (B, T, C) as ``mel_emb``)."""
 
@@ -151,6 +154,8 @@ def truthy(v: Any) -> bool:
     return v not in (None, False, 0, "false", "False", "no", "off", "none", "")
 
 
+@register_model("fusion", backbones=lambda p: [p["model"], p["visual_model"] or p["model"]],
+                freezable=True)
 class FusionModel(FrozenAware):
     """Audio and visual branches plus an audio-visual synchrony head, joined with the has-audio flag.
 

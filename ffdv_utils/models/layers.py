@@ -21,11 +21,11 @@ class ScoreLinear(nn.Linear):
             return F.linear(x.float(), self.weight.float(), None if self.bias is None else self.bias.float())
 
 
-def _conv_bn(cin: int, cout: int, stride: int = 2) -> nn.Sequential:
+def conv_bn(cin: int, cout: int, stride: int = 2) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def _standardise(x: torch.Tensor, dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
+def standardise(x: torch.Tensor, dim: int = 1, eps: float = 1e-5) -> torch.Tensor:
     return (x - x.mean(dim, keepdim=True)) / (x.std(dim, keepdim=True, unbiased=False) + eps)
 
 

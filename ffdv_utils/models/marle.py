@@ -32,6 +32,7 @@ from torch import nn
 from ..core.schema import MODEL, with_defaults
 from .backbones import cam_layer, create_backbone, embedding_dim
 from .layers import ScoreLinear
+from .registration import register_model
 from .sync import SyncHead
 
 MASK_RULES = ("min", "random", "none")
@@ -114,6 +115,12 @@ class GraphGRUCell(nn.Module):
         return (1 - z) * h + z * cand
 
 
+def marle_backbones(p: Mapping[str, Any]) -> list[str]:
+    """The face backbone, and the mel backbone when ``marle_audio`` uses one."""
+    return [p["visual_model"] or p["model"]] + ([p["model"]] if p["marle_audio"] in ("mel", "both") else [])
+
+
+@register_model("marle", backbones=marle_backbones)
 class MarleModel(nn.Module):
     """Masked relation learning over face regions and time; see the module docstring.
 

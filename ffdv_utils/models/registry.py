@@ -1,7 +1,9 @@
 """``create_model(params)``: the one door to every detector, chosen by ``model_type`` in a params file (timm style).
 
-A detector class registers under a ``model_type`` and builds itself ``from_params`` (a run's parameters with every
-``core.schema.MODEL`` key filled), so a new model type is one class and one line here. ``create_model`` applies the
+A detector class registers itself under a ``model_type`` with ``models.registration.register_model`` (its backbones,
+whether it can be frozen, its own defaults) and builds itself ``from_params`` (a run's parameters with every
+``core.schema.MODEL`` key and its own defaults filled): a new model type is one decorated class, in a module imported
+here. ``create_model`` applies the
 200M-parameter rule (``models.rules``) to whatever it builds, and makes ``input_norm`` concrete
 (``resolve_model_params``): a checkpoint's model is rebuilt with ``pretrained: false``, so the scaling its weights
 were trained with must be saved as a value, not re-derived from a source that is no longer there.
@@ -22,16 +24,13 @@ from torch import nn
 
 from ..core.schema import MODEL, with_defaults
 from .backbones import resolve_pretrained
-from .heads import AudioModel, FusionModel, VisualModel
+from . import heads, marle, profile  # noqa: F401  (their classes register themselves)
 from .layers import freeze_choice
-from .marle import MarleModel
-from .profile import ProfileModel
 from .pretrained import resolve_norm, source_kind, weights_sha256
+from .registration import MODELS, model_spec, model_types
 from .rules import ModelRuleError, check_size
 
-MODELS: dict[str, type[nn.Module]] = {"audio": AudioModel, "visual": VisualModel, "fusion": FusionModel,
-                                      "marle": MarleModel, "profile": ProfileModel}
-MODEL_TYPES = tuple(MODELS)
+MODEL_TYPES = model_types()  # the built-in ones; ``model_types()`` also lists those registered later
 
 
 def create_model(params: Mapping[str, Any], check: bool = True) -> nn.Module:
@@ -41,22 +40,19 @@ def create_model(params: Mapping[str, Any], check: bool = True) -> nn.Module:
     stays cheap (``parameter_count`` passes ``check=False`` to get the count of a refused model).
     """
     p = resolve_model_params(params)
-    model = MODELS[p["model_type"]].from_params(p)
+    model = MODELS[p["model_type"]].cls.from_params(p)
     if check:
         check_size(model, p["model_type"], p["model"], p["max_params"])
     return model
 
 
-build_model = create_model  # the name the notebooks and older code use
+build_model = create_model  # the name the notebooks use
 
 
 def backbone_names(params: Mapping[str, Any]) -> list[str]:
     """The timm names of the backbones ``params`` build (model type by model type, as their ``from_params``)."""
     p = with_defaults(params, MODEL)
-    face = p["visual_model"] or p["model"]
-    return {"audio": [p["model"]], "visual": [p["model"]], "fusion": [p["model"], face],
-            "marle": [face] + ([p["model"]] if p["marle_audio"] in ("mel", "both") else []),
-            "profile": []}[p["model_type"]]
+    return list(model_spec(p["model_type"]).backbones(p))
 
 
 def resolve_model_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,16 +63,17 @@ def resolve_model_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """
     p = with_defaults(params, MODEL)
     kind = p["model_type"]
-    if kind not in MODELS:
-        raise ModelRuleError(f"unknown model_type {kind!r}; choose one of {', '.join(MODEL_TYPES)}")
+    spec = model_spec(kind)
+    p = with_defaults(p, spec.defaults)
     try:
         p["freeze_backbone"] = freeze_choice(p["freeze_backbone"])
     except ValueError as e:
         raise ModelRuleError(str(e)) from None
-    if p["freeze_backbone"] and kind not in ("audio", "visual", "fusion"):
-        raise ModelRuleError(f"freeze_backbone works with model_type audio, visual or fusion, not {kind!r}")
+    if p["freeze_backbone"] and not spec.freezable:
+        *rest, last = model_types(freezable=True)
+        raise ModelRuleError(f"freeze_backbone works with model_type {', '.join(rest)} or {last}, not {kind!r}")
     wanted = {name: resolve_norm(p["input_norm"], p["pretrained"], name) for name in backbone_names(p)}
-    values = list(wanted.values()) or [resolve_norm(p["input_norm"], False, "")]  # no backbone: the batches' own
+    values = list(wanted.values()) or [resolve_norm(p["input_norm"], False, "")]
     if any(v != values[0] for v in values):
         raise ModelRuleError(f"input_norm: auto is ambiguous: the backbones' weights want {wanted}; "
                              "set input_norm to one of them")

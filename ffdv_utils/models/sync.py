@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import _conv_bn, _standardise
+from .layers import conv_bn, standardise
 
 
 def sample_at_frames(x: torch.Tensor, t: int) -> torch.Tensor:
@@ -54,8 +54,8 @@ def lip_sync_cue(mel: torch.Tensor, faces: torch.Tensor, box: Sequence[float] = 
     """(B,) correlation over time between speech energy and mouth spread: high when the lips move with the sound,
     near 0 when the audio belongs to another clip. The fixed cue that ``SyncHead`` starts from, without training."""
     t = faces.shape[1]
-    e = _standardise(speech_energy(mel, t).float())
-    m = _standardise(mouth_spread(faces, box).float())
+    e = standardise(speech_energy(mel, t).float())
+    m = standardise(mouth_spread(faces, box).float())
     return (e * m).mean((1, 2))
 
 
@@ -83,7 +83,7 @@ class SyncHead(nn.Module):
         self.mouth_box = tuple(mouth_box)
         self.audio = nn.Sequential(nn.Conv1d(n_bands, dim, 5, padding=2), nn.GELU(),
                                    nn.Conv1d(dim, dim, 3, padding=1), nn.GELU())
-        self.mouth = nn.Sequential(_conv_bn(3, 16), _conv_bn(16, 32), _conv_bn(32, dim // 2))
+        self.mouth = nn.Sequential(conv_bn(3, 16), conv_bn(16, 32), conv_bn(32, dim // 2))
         self.proj_a = nn.Linear(dim, n_corr)
         self.proj_v = nn.Linear(dim, n_corr)
         self.temporal = nn.Sequential(nn.Conv1d(3 * dim, dim, 3, padding=1), nn.GELU(),
@@ -115,8 +115,8 @@ class SyncHead(nn.Module):
     def forward(self, mel: torch.Tensor, faces: torch.Tensor, mouths: torch.Tensor | None = None) -> torch.Tensor:
         a, v, energy, spread = self.streams(mel, faces, mouths)
         t = a.shape[1]
-        pa = _standardise(torch.cat([self.proj_a(a), energy], dim=2))  # (B, T, k): zero mean, unit std over time
-        pv = _standardise(torch.cat([self.proj_v(v), spread], dim=2))
+        pa = standardise(torch.cat([self.proj_a(a), energy], dim=2))  # (B, T, k): zero mean, unit std over time
+        pv = standardise(torch.cat([self.proj_v(v), spread], dim=2))
         corrs = []
         for lag in self.lags:
             if abs(lag) >= t:

@@ -103,7 +103,7 @@ BENCH_SHAPES = [(568, 320, 5.0), (640, 360, 6.0), (854, 480, 8.0), (1280, 720, 1
                 (640, 360, 10.0), (854, 480, 5.0), (1280, 720, 7.0)]
 
 # (width, height, seconds, sample rate, channels): short clips, 3 to 6 s, 320x240 to 640x480, AAC at 16 to 48 kHz,
-# mono and stereo (the held-out clips of issue 16, where a fixed cost per clip shows most).
+# mono and stereo (clips like FFDV's, where a fixed cost per clip shows most).
 SHORT_SHAPES = [(320, 240, 3.0, 16000, 1), (480, 360, 4.5, 22050, 2), (640, 360, 3.5, 44100, 2),
                 (640, 480, 5.5, 48000, 1), (320, 240, 6.0, 44100, 2), (480, 360, 3.2, 48000, 2),
                 (640, 360, 5.0, 16000, 2), (640, 480, 4.0, 22050, 1)]

@@ -1,5 +1,5 @@
 """Face drawing of the sample dataset: appearance, geometry, the static patch, eyes and mouth per frame, the
-background and head motion (moved out of ``generate.py`` unchanged)."""
+background and head motion."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ _HAIR_COLOURS = np.array([
 _IRIS_COLOURS = np.array([[70, 45, 30], [40, 28, 20], [70, 100, 130], [80, 100, 60], [110, 85, 50]], dtype=np.float64)
 
 
-def _draw_look(rng: np.random.Generator) -> dict[str, Any]:
+def draw_look(rng: np.random.Generator) -> dict[str, Any]:
     """Draw the appearance of a face: skin, hair, eyes, lips, texture and lighting."""
     skin = _SKIN_TONES[int(rng.integers(len(_SKIN_TONES)))] * rng.uniform(0.93, 1.07, 3)
     return {
@@ -31,7 +31,7 @@ def _draw_look(rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def _draw_geometry(rng: np.random.Generator, face_h: float) -> dict[str, float]:
+def draw_geometry(rng: np.random.Generator, face_h: float) -> dict[str, float]:
     """Place the facial features in patch coordinates for a face ``face_h`` pixels tall."""
     h = face_h
     # the patch is just large enough for hair, ears and the neck: it is warped every frame
@@ -48,7 +48,7 @@ def _draw_geometry(rng: np.random.Generator, face_h: float) -> dict[str, float]:
     }
 
 
-def _ellipse_mask(shape: tuple[int, int], centre: tuple[float, float], axes: tuple[float, float],
+def ellipse_mask(shape: tuple[int, int], centre: tuple[float, float], axes: tuple[float, float],
                   sigma: float = 0.0) -> np.ndarray:
     """Float mask of a filled ellipse, optionally feathered by a Gaussian blur."""
     m = np.zeros(shape, np.uint8)
@@ -58,7 +58,7 @@ def _ellipse_mask(shape: tuple[int, int], centre: tuple[float, float], axes: tup
     return cv2.GaussianBlur(out, (0, 0), sigma) if sigma > 0 else out
 
 
-def _build_base(g: dict[str, float], look: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def build_base(g: dict[str, float], look: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Static part of the face patch (skin with shading, hair, brows, nose, ears, neck).
 
     The shading mimics a lit face (dark eye sockets, bright nose bridge and cheeks), the pattern that a Haar
@@ -78,7 +78,7 @@ def _build_base(g: dict[str, float], look: dict[str, Any]) -> tuple[np.ndarray, 
     blur = 0.035 * h
 
     def blob(centre: tuple[float, float], axes: tuple[float, float], sigma: float = blur) -> np.ndarray:
-        return _ellipse_mask(shape, centre, axes, sigma)
+        return ellipse_mask(shape, centre, axes, sigma)
 
     # `shade` scales the skin colour; `sheen` adds grey levels, so that dark skin keeps the light-dark pattern
     # (bright nose bridge, cheekbones and forehead around dark eye sockets) that a Haar cascade relies on
@@ -146,7 +146,7 @@ def _build_base(g: dict[str, float], look: dict[str, Any]) -> tuple[np.ndarray, 
     return rgb, alpha
 
 
-def _draw_dynamic(base: np.ndarray, g: dict[str, float], look: dict[str, Any], mouth_open: float,
+def draw_dynamic(base: np.ndarray, g: dict[str, float], look: dict[str, Any], mouth_open: float,
                   mouth_width: float, eye_open: float, gaze: float) -> np.ndarray:
     """Draw eyes and mouth for one frame onto a copy of the static patch; returns uint8 RGB."""
     img = np.clip(base, 0, 255).astype(np.uint8)
@@ -160,7 +160,7 @@ def _draw_dynamic(base: np.ndarray, g: dict[str, float], look: dict[str, Any], m
         roi = img[y0:y1, x0:x1]
         c = (ex - x0, ey - y0)
         if eye_open > 0.15:
-            sclera = _ellipse_mask(roi.shape[:2], c, (ew, eh * eye_open))
+            sclera = ellipse_mask(roi.shape[:2], c, (ew, eh * eye_open))
             iris = np.zeros(roi.shape[:2], np.float32)
             ir = 0.85 * eh
             cv2.circle(iris, (int(c[0] + gaze * ew * 0.35), int(c[1])), max(1, int(ir)), 1.0, -1, cv2.LINE_AA)
@@ -186,8 +186,8 @@ def _draw_dynamic(base: np.ndarray, g: dict[str, float], look: dict[str, Any], m
         x0, y0 = int(mx - mw - 2), int(my - 2)
         x1, y1 = int(mx + mw + 3), int(my + op + 3)
         roi = img[y0:y1, x0:x1]
-        cavity = _ellipse_mask(roi.shape[:2], (mx - x0, my + op / 2 - y0), (0.8 * mw, op / 2))
-        teeth = _ellipse_mask(roi.shape[:2], (mx - x0, my - y0), (0.6 * mw, 0.35 * op)) * cavity
+        cavity = ellipse_mask(roi.shape[:2], (mx - x0, my + op / 2 - y0), (0.8 * mw, op / 2))
+        teeth = ellipse_mask(roi.shape[:2], (mx - x0, my - y0), (0.6 * mw, 0.35 * op)) * cavity
         layer = roi.astype(np.float32)
         layer = layer * (1 - cavity[..., None]) + np.array([45, 14, 16], np.float32) * cavity[..., None]
         layer = layer * (1 - teeth[..., None]) + np.array([220, 214, 200], np.float32) * teeth[..., None]
@@ -205,7 +205,7 @@ def _draw_dynamic(base: np.ndarray, g: dict[str, float], look: dict[str, Any], m
     return img
 
 
-def _background(rng: np.random.Generator, w: int, hgt: int, face: tuple[float, float, float]) -> np.ndarray:
+def background(rng: np.random.Generator, w: int, hgt: int, face: tuple[float, float, float]) -> np.ndarray:
     """A static scene (gradient, wall panels or a room with a window) and the shoulders under the face."""
     base = rng.uniform(40, 220, 3)
     other = np.clip(base + rng.uniform(-70, 70, 3), 10, 245)
@@ -215,7 +215,7 @@ def _background(rng: np.random.Generator, w: int, hgt: int, face: tuple[float, f
     if style == 0:
         for _ in range(int(rng.integers(2, 6))):
             c = (float(rng.uniform(0, w)), float(rng.uniform(0, hgt)))
-            m = _ellipse_mask((hgt, w), c, (rng.uniform(0.1, 0.4) * w, rng.uniform(0.1, 0.4) * hgt), 0.08 * w)
+            m = ellipse_mask((hgt, w), c, (rng.uniform(0.1, 0.4) * w, rng.uniform(0.1, 0.4) * hgt), 0.08 * w)
             img += m[..., None] * rng.uniform(-50, 50, 3)
     elif style == 1:
         period = int(rng.integers(max(8, w // 30), max(9, w // 6)))
@@ -235,7 +235,7 @@ def _background(rng: np.random.Generator, w: int, hgt: int, face: tuple[float, f
     return np.clip(img, 0, 255).astype(np.float32)
 
 
-def _motion(rng: np.random.Generator, n_frames: int, fps: int, face_h: float) -> np.ndarray:
+def head_motion(rng: np.random.Generator, n_frames: int, fps: int, face_h: float) -> np.ndarray:
     """Slight head motion per frame: columns dx, dy (pixels), angle (degrees), scale."""
     t = np.arange(n_frames) / fps
     out = np.zeros((n_frames, 4))
@@ -248,7 +248,7 @@ def _motion(rng: np.random.Generator, n_frames: int, fps: int, face_h: float) ->
     return out
 
 
-def _blinks(rng: np.random.Generator, n_frames: int, fps: int) -> np.ndarray:
+def blinks(rng: np.random.Generator, n_frames: int, fps: int) -> np.ndarray:
     """Eye openness per frame (1 open, 0 closed) with blinks every 1.5-4.5 s."""
     t = np.arange(n_frames) / fps
     eye = np.ones(n_frames)

@@ -13,7 +13,7 @@ manipulation a detector can learn. The training kinds (``TRAIN_KINDS``) appear i
   so the mouth does not follow the sound.
 
 As in FFDV, the test split also holds manipulations that training never shows (``TEST_ONLY_KINDS``, made in
-``fakes_test.py`` by other mechanisms): ``reenact`` (a closed-mouth face opened by a jittering landmark-grid
+``held_out_fakes.py`` by other mechanisms): ``reenact`` (a closed-mouth face opened by a jittering landmark-grid
 warp), ``lpc_voice`` (an LPC source-filter vocoder with a buzzy, flattened or stepped pitch), ``lag_sync`` (the
 mouth follows the voice late, by a varying delay) and ``partial`` (only a 0.5-1.5 s segment fake: new words,
 a generator-decoded face with checkerboard upsampling, or both).
@@ -42,16 +42,16 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from ..core.paths import SPLIT_DIRS
 from ..core.progress import progress_bar
-from .face import _background, _blinks, _build_base, _draw_dynamic, _draw_geometry, _draw_look, _ellipse_mask, _motion
-from .fakes_test import TEST_ONLY_KINDS, PartialFake, ReenactFake, lagged_track, lpc_vocode
+from .face import background, blinks, build_base, draw_dynamic, draw_geometry, draw_look, ellipse_mask, head_motion
+from .held_out_fakes import TEST_ONLY_KINDS, PartialFake, ReenactFake, lagged_track, lpc_vocode
 from .mp4 import write_mp4
-from .speech import _draw_speaker, _mix_audio, _mouth_track, _unit_rms, _utterance, _vocode
+from .speech import draw_speaker, mix_audio, mouth_track, unit_rms, utterance, vocode
 
 TRAIN_KINDS = ("real", "audio", "visual", "av_mismatch")
 KINDS = TRAIN_KINDS + TEST_ONLY_KINDS
 FAKE_KINDS = KINDS[1:]
-SPLIT_DIRS = {"train": "trainset", "val": "valset", "test": "testset"}
 # (width, height, weight): small frames are favoured so that the set stays quick to write and to decode
 RESOLUTIONS = ((320, 240, 12), (480, 360, 12), (640, 360, 10), (360, 480, 8), (640, 480, 4), (1280, 720, 1))
 FPS_CHOICES = (25, 30)
@@ -176,7 +176,7 @@ class _VisualFake:
         shape = (int(g["ph"]), int(g["pw"]))
         h, cx, cy = g["h"], g["cx"], g["cy"]
         if self.mode == "swap":
-            donor = _draw_look(rng)
+            donor = draw_look(rng)
             # the donor's skin must visibly differ (the cue a detector can learn), not only by chance
             if np.abs(donor["skin"] - look["skin"]).mean() < 25:
                 donor["skin"] = np.clip(look["skin"] * rng.choice([0.78, 1.2]) + rng.uniform(-10, 10, 3), 20, 250)
@@ -184,9 +184,9 @@ class _VisualFake:
             centre = (cx + rng.uniform(-0.01, 0.01) * h, cy + rng.uniform(0.0, 0.06) * h)
             axes = (0.8 * g["a"] * rng.uniform(0.95, 1.05), 0.41 * h * rng.uniform(0.95, 1.05))
             sigma = rng.uniform(0.008, 0.05) * h
-            self.masks = [_ellipse_mask(shape, (centre[0] + dx, centre[1] + dy), axes, sigma)
+            self.masks = [ellipse_mask(shape, (centre[0] + dx, centre[1] + dy), axes, sigma)
                           for dx, dy in rng.uniform(-0.006 * h - 0.5, 0.006 * h + 0.5, (4, 2))]
-            donor_base, _ = _build_base(g, donor)
+            donor_base, _ = build_base(g, donor)
             m = self.masks[0][..., None]
             shift = (base * m).sum((0, 1)) / m.sum() - (donor_base * m).sum((0, 1)) / m.sum()
             self.donor_base = donor_base + rng.uniform(0.0, 0.7) * shift  # partial colour correction
@@ -211,10 +211,10 @@ class _VisualFake:
         """Manipulate frame ``f`` of the face patch (uint8), given (open, width, eye, gaze) of the real face."""
         op, wd, eye, gaze = state
         if self.mode == "swap":
-            src = _draw_dynamic(self.donor_base, self.g, self.donor_look, op, wd, eye, gaze)
+            src = draw_dynamic(self.donor_base, self.g, self.donor_look, op, wd, eye, gaze)
             mask = self.masks[int(self.rng.integers(len(self.masks)))] * self.rng.uniform(0.9, 1.0)
         else:
-            src = _draw_dynamic(self.base, self.g, self.look, float(self.alt_open[f]), wd, eye,
+            src = draw_dynamic(self.base, self.g, self.look, float(self.alt_open[f]), wd, eye,
                                 gaze).astype(np.float32) * self.gain
             mask = self.masks[0]
         y0, y1, x0, x1 = self.box
@@ -238,7 +238,7 @@ def _identity(seed: int, identity: str) -> dict[str, Any]:
     """The face and voice of an identity (``p<k>`` or ``t<k>``), from a stream of its own."""
     pool, k = {"p": 0, "t": 1}[identity[0]], int(identity[1:])
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1DE, pool, k]))
-    return {"look": _draw_look(rng), "geometry_seed": int(rng.integers(2 ** 31)), "speaker": _draw_speaker(rng)}
+    return {"look": draw_look(rng), "geometry_seed": int(rng.integers(2 ** 31)), "speaker": draw_speaker(rng)}
 
 
 def _render_clip(clip: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -262,26 +262,26 @@ def _render_clip(clip: dict[str, Any], seed: int) -> dict[str, Any]:
     ident = _identity(seed, identity) if identity else None
 
     # audio that is heard; the mouth follows it except in av_mismatch
-    speaker = _draw_speaker(r_utt)
+    speaker = draw_speaker(r_utt)
     if ident is not None:
         speaker = dict(ident["speaker"])
         speaker["f0"] *= float(np.exp(r_sess.normal(0.0, 0.03)))
         speaker["rate"] *= float(np.exp(r_sess.normal(0.0, 0.04)))
     monotone = kind == "audio" and r_fake.random() < 0.4
-    heard = _utterance(r_utt, speaker, duration, lead, sr, monotone=monotone)
+    heard = utterance(r_utt, speaker, duration, lead, sr, monotone=monotone)
     speech = heard["audio"]
     mouth_src, mouth_formants = speech, heard["formants"]
     detail = fake_params = ""
     if kind == "audio":
-        speech = _unit_rms(_vocode(speech, sr, r_fake), lead, sr)
+        speech = unit_rms(vocode(speech, sr, r_fake), lead, sr)
         mouth_src = speech
         detail = "vocoder" + ("+monotone" if monotone else "")
     elif kind == "av_mismatch":
         same_voice = r_alt.random() < 0.3
-        other = dict(speaker) if same_voice else _draw_speaker(r_alt)
+        other = dict(speaker) if same_voice else draw_speaker(r_alt)
         if not same_voice and abs(np.log(other["f0"] / speaker["f0"])) < 0.15:
             other["f0"] *= 1.25 if other["f0"] < 160 else 0.8
-        seen = _utterance(r_alt, other, duration, float(r_alt.uniform(0.0, MAX_LEAD_S)), sr)
+        seen = utterance(r_alt, other, duration, float(r_alt.uniform(0.0, MAX_LEAD_S)), sr)
         # the face mouths the utterance of `other` while the clip plays `heard`
         mouth_src, mouth_formants = seen["audio"], seen["formants"]
         detail = "same_voice" if same_voice else "other_voice"
@@ -292,23 +292,23 @@ def _render_clip(clip: dict[str, Any], seed: int) -> dict[str, Any]:
     face_h = nz["face_frac"] * min(w, hgt)
     fx = w / 2 + nz["face_dx"] * w
     fy = np.clip(hgt * (0.47 + nz["face_dy"]), 0.62 * face_h, hgt - 0.55 * face_h)
-    look = _draw_look(r_face)
-    g = _draw_geometry(r_face, face_h)
+    look = draw_look(r_face)
+    g = draw_geometry(r_face, face_h)
     if ident is not None:  # the scene's lighting stays the clip's own
         look = {**ident["look"], "light": look["light"]}
-        g = _draw_geometry(np.random.default_rng(ident["geometry_seed"]), face_h)
-    base, alpha = _build_base(g, look)
-    bg = _background(r_face, w, hgt, (fx, fy, face_h))
-    motion = _motion(r_face, n_frames, fps, face_h)
-    eyes = _blinks(r_face, n_frames, fps)
+        g = draw_geometry(np.random.default_rng(ident["geometry_seed"]), face_h)
+    base, alpha = build_base(g, look)
+    bg = background(r_face, w, hgt, (fx, fy, face_h))
+    motion = head_motion(r_face, n_frames, fps, face_h)
+    eyes = blinks(r_face, n_frames, fps)
     gaze = np.clip(ndimage.gaussian_filter1d(r_face.normal(0, 1, n_frames), fps * 0.5) * 3, -1, 1)
 
-    final = _unit_rms(speech, lead, sr)
+    final = unit_rms(speech, lead, sr)
     partial = PartialFake(r_new, g, nz) if kind == "partial" else None
     if partial is not None and partial.mode != "video":
         final = partial.audio(final, speaker, nz)
-    audio = _mix_audio(final, nz, r_nuis)
-    track = _mouth_track(mouth_src, mouth_formants, sr, fps, n_frames)
+    audio = mix_audio(final, nz, r_nuis)
+    track = mouth_track(mouth_src, mouth_formants, sr, fps, n_frames)
     fake: Any = None
     if kind == "visual":
         fake = _VisualFake(r_fake, g, look, base, track)
@@ -334,7 +334,7 @@ def _render_clip(clip: dict[str, Any], seed: int) -> dict[str, Any]:
     def frames() -> Iterator[np.ndarray]:
         for f in range(n_frames):
             state = (float(track["open"][f]), float(track["width"][f]), float(eyes[f]), float(gaze[f]))
-            patch = _draw_dynamic(base, g, look, *state)
+            patch = draw_dynamic(base, g, look, *state)
             if fake is not None:
                 patch = fake.apply(patch, f, state)
             dx, dy, ang, sc = motion[f]

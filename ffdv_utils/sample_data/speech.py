@@ -1,5 +1,5 @@
 """Synthetic speech of the sample dataset: voices, voiced syllables, the cheap vocoder of the ``audio`` fake,
-levels and the mouth-opening track the face follows (moved out of ``generate.py`` unchanged)."""
+levels and the mouth-opening track the face follows."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ _VOWELS = np.array([
 _NEUTRAL = np.array([500.0, 1500.0, 2500.0])
 
 
-def _draw_speaker(rng: np.random.Generator) -> dict[str, float]:
+def draw_speaker(rng: np.random.Generator) -> dict[str, float]:
     """Draw a voice: pitch, vocal-tract scale, speaking rate, spectral tilt and breathiness."""
     female = rng.random() < 0.5
     return {
@@ -33,13 +33,13 @@ def _raised_cos(x: np.ndarray) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(np.pi * np.clip(x, 0.0, 1.0))
 
 
-def _utterance(rng: np.random.Generator, spk: dict[str, float], duration: float, lead: float, sr: int,
+def utterance(rng: np.random.Generator, spk: dict[str, float], duration: float, lead: float, sr: int,
                monotone: bool = False) -> dict[str, np.ndarray]:
     """Synthesise voiced syllables: formant-shaped harmonics of a pitch contour, with bursts and pauses.
 
     Args:
         rng: Random stream of this utterance.
-        spk: Voice from `_draw_speaker`.
+        spk: Voice from `draw_speaker`.
         duration: Clip length in seconds.
         lead: Seconds of silence before the first syllable.
         sr: Sample rate.
@@ -123,7 +123,7 @@ def _utterance(rng: np.random.Generator, spk: dict[str, float], duration: float,
     return {"audio": audio.astype(np.float32), "formants": formants, "amp": amp}
 
 
-def _vocode(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+def vocode(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     """Resynthesise speech like a low-quality vocoder (the ``audio`` fake).
 
     Always damages the phase (random phase) or the harmonic structure (spectral smearing), then adds one or two of
@@ -158,7 +158,7 @@ def _vocode(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def _unit_rms(x: np.ndarray, lead: float, sr: int) -> np.ndarray:
+def unit_rms(x: np.ndarray, lead: float, sr: int) -> np.ndarray:
     """Gate everything before the speech onset to zero and scale the speech to unit RMS."""
     x = x.astype(np.float64).copy()
     x[: int(lead * sr)] = 0.0
@@ -170,7 +170,7 @@ def _unit_rms(x: np.ndarray, lead: float, sr: int) -> np.ndarray:
     return (x / max(level, 1e-9)).astype(np.float32)
 
 
-def _mix_audio(speech: np.ndarray, nz: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+def mix_audio(speech: np.ndarray, nz: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     """Set the loudness, add a light room noise floor and make stereo when asked; returns (channels, n)."""
     n = len(speech)
     level = 10.0 ** (nz["speech_db"] / 20.0)
@@ -192,7 +192,7 @@ def _mix_audio(speech: np.ndarray, nz: dict[str, Any], rng: np.random.Generator)
     return out.astype(np.float32)
 
 
-def _mouth_track(speech: np.ndarray, formants: np.ndarray, sr: int, fps: int, n_frames: int) -> dict[str, np.ndarray]:
+def mouth_track(speech: np.ndarray, formants: np.ndarray, sr: int, fps: int, n_frames: int) -> dict[str, np.ndarray]:
     """Mouth opening per video frame from the short-time loudness of the voice (the lip-sync signal).
 
     Returns:

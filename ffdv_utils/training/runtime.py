@@ -75,7 +75,7 @@ def init_distributed(device: torch.device, timeout_min: float = 180) -> bool:
     return True
 
 
-def _barrier(world: int) -> None:
+def barrier(world: int) -> None:
     if world > 1:
         torch.distributed.barrier()
 

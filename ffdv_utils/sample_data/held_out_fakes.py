@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 from scipy import linalg, ndimage, signal
 
-from .face import _draw_dynamic, _ellipse_mask
-from .speech import _mouth_track, _utterance
+from .face import draw_dynamic, ellipse_mask
+from .speech import mouth_track, utterance
 
 TEST_ONLY_KINDS = ("reenact", "lpc_voice", "lag_sync", "partial")
 
@@ -95,7 +95,7 @@ class ReenactFake:
     def apply(self, patch: np.ndarray, f: int, state: tuple[float, float, float, float]) -> np.ndarray:
         """Frame ``f``: draw the neutral face (real eyes) and open its mouth by the warp."""
         op, wd, eye, gaze = state
-        src = _draw_dynamic(self.base, self.g, self.look, self.rest, 1.0, eye, gaze)
+        src = draw_dynamic(self.base, self.g, self.look, self.rest, 1.0, eye, gaze)
         o = max(0.0, op - self.rest) * self.gain * self.g["mouth_open"]
         dy = self.dy_unit * o + (self.node_jit[f, 1] + self.drift[f, 1] * self.inner)
         dx = self.dx_unit * (wd - 1.0) + (self.node_jit[f, 0] + self.drift[f, 0] * self.inner)
@@ -241,7 +241,7 @@ class PartialFake:
         self.phase_gain = [1.0 + self.imbalance * _balanced(rng) for _ in range(self.levels)]
         h, cx, cy = g["h"], g["cx"], g["cy"]
         shape = (int(g["ph"]), int(g["pw"]))
-        self.mask = _ellipse_mask(shape, (cx, cy + 0.04 * h), (0.82 * g["a"], 0.44 * h), 0.03 * h)
+        self.mask = ellipse_mask(shape, (cx, cy + 0.04 * h), (0.82 * g["a"], 0.44 * h), 0.03 * h)
         ys, xs = np.nonzero(self.mask > 0.01)
         self.box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
         self.new_track: dict[str, np.ndarray] | None = None
@@ -262,7 +262,7 @@ class PartialFake:
         """
         sr, duration = nz["sample_rate"], nz["duration"]
         voice = dict(spk, rate=spk["rate"] * self.rate)
-        words = _utterance(self.rng, voice, duration, self.start - 0.05, 16000)
+        words = utterance(self.rng, voice, duration, self.start - 0.05, 16000)
         up, down = sr // np.gcd(sr, 16000), 16000 // np.gcd(sr, 16000)
         new = np.zeros(len(speech))
         res = signal.resample_poly(words["audio"].astype(np.float64), up, down)
@@ -271,7 +271,7 @@ class PartialFake:
         ramp = lambda x: np.clip(x / self.fade, 0.0, 1.0)  # noqa: E731
         w = ramp(ts - self.start) * ramp(self.end - ts)
         w = 0.5 - 0.5 * np.cos(np.pi * w)
-        self.new_track = _mouth_track(new, words["formants"], sr, nz["fps"], nz["n_frames"])
+        self.new_track = mouth_track(new, words["formants"], sr, nz["fps"], nz["n_frames"])
         return (speech * (1.0 - w) + new * w).astype(np.float32)
 
     def apply(self, patch: np.ndarray, f: int, state: tuple[float, float, float, float]) -> np.ndarray:

@@ -1,6 +1,6 @@
-"""A real-only score: statistics of how real clips behave, fitted on real training clips only; a clip's distance
-from them is its anomaly score (the idea of AVH-Align, CVPR 2025: trained on real clips only, it needs no fake of
-the kind it meets).
+"""Per-clip statistics of how real clips behave, read from the feature cache: what the real-only score
+(``detector.real_only``) is fitted on -- real training clips only, a clip's distance from them being its anomaly score
+(the idea of AVH-Align, CVPR 2025: trained on real clips only, it needs no fake of the kind it meets).
 
 Per clip, from the feature cache (``clip_statistics``):
 
@@ -29,17 +29,12 @@ Per clip, from the feature cache (``clip_statistics``):
 the 600-clip sample by the mean AUC over the validation split's fake kinds and pseudo-fakes of its real clips, whole
 and partial, every one of them unseen by this score because it never sees a fake: ``tools/real_only_study.py``,
 ``docs/runs/select600/real_only_study.csv``; motion lowered it there).
-
-``RealOnlyModel.fit`` keeps only rows with target 0 (a test checks that no fake row reaches the fit), standardises
-them, and fits a Gaussian with Ledoit-Wolf shrinkage; ``score`` is the squared Mahalanobis distance d mapped to
-d / (d + k) for k statistics (a probability-like number in [0, 1), rank-equivalent to the distance). Missing statistics (no
-landmarks, no audio) are filled with the real clips' mean, so they add no evidence either way.
 """
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -47,18 +42,16 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
-from sklearn.covariance import LedoitWolf
 
 from ..core.config import params_hash
-from ..core.files import atomic_write, read_json, write_json
+from ..core.files import atomic_write, write_json
 from ..core.paths import cache_dir
-from ..features.batches import ClipDataset, prepare_batch
-from ..features.cache import _entry_file
-from ..features.clips import cache_folder, clip_features
-from ..models.layers import _standardise
+from ..models.layers import standardise
 from ..models.sync import MOUTH_CROP_BOX, mouth_spread, speech_energy
 from ..pseudo import PseudoFakes
+from .batches import ClipDataset, prepare_batch
+from .cache import entry_file
+from .clips import cache_folder, clip_features
 
 LAGS = (-2, -1, 0, 1, 2)
 
@@ -67,8 +60,8 @@ def _sync_stats(mel: torch.Tensor, faces: torch.Tensor, mouths: torch.Tensor | N
     """Per clip: the correlation of speech energy and lip spread at lag 0, at the best lag of ``LAGS``, that lag,
     and the lowest correlation (lag 0) over windows of ``local_window(T)`` frames (``_local_correlation``)."""
     t = faces.shape[1]
-    e = _standardise(speech_energy(mel, t).float())
-    m = _standardise(mouth_spread(mouths, MOUTH_CROP_BOX).float() if mouths is not None
+    e = standardise(speech_energy(mel, t).float())
+    m = standardise(mouth_spread(mouths, MOUTH_CROP_BOX).float() if mouths is not None
                      else mouth_spread(faces).float())
     corr = []
     for lag in LAGS:
@@ -310,7 +303,7 @@ def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int =
     ds = ClipDataset(names, np.zeros(len(names)), mels=feats["mels"], has_audio=feats["has_audio"],
                      faces=feats["faces"], pseudo=pseudo)
     folder = statistics_folder(params) if pseudo is None else None
-    paths = [folder / "entries" / _entry_file(n, ".npy") for n in names] if folder is not None else []
+    paths = [folder / "entries" / entry_file(n, ".npy") for n in names] if folder is not None else []
     values: dict[int, list[float]] = {}
     for i, path in enumerate(paths):
         if path.is_file():
@@ -331,69 +324,6 @@ def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int =
     return out
 
 
-@dataclass
-class RealOnlyModel:
-    """A Gaussian of real clips' statistics (standardised, Ledoit-Wolf covariance); see the module docstring."""
-
-    columns: list[str] = field(default_factory=lambda: list(STAT_NAMES))
-    mean: np.ndarray | None = None
-    scale: np.ndarray | None = None
-    precision: np.ndarray | None = None
-    fitted_names: list[str] = field(default_factory=list)
-
-    def fit(self, table: pd.DataFrame) -> "RealOnlyModel":
-        """Fit on the rows of ``table`` whose ``target`` is 0 (the others never reach the fit)."""
-        real = table[table["target"].to_numpy(float) == 0]
-        x = real[self.columns].to_numpy(float)
-        keep = [c for c, ok in zip(self.columns, np.isfinite(x).mean(0) > 0.5) if ok]
-        if len(real) < 3:  # Ledoit-Wolf shrinkage copes with fewer clips than statistics, not with none
-            raise ValueError(f"{len(real)} real clips are too few to fit the real-only score (3 at least)")
-        self.columns = keep
-        x = real[keep].to_numpy(float)
-        self.mean = np.nanmean(x, 0)
-        x = np.where(np.isfinite(x), x, self.mean)
-        self.scale = x.std(0) + 1e-9
-        z = (x - self.mean) / self.scale
-        self.precision = LedoitWolf().fit(z).precision_
-        self.fitted_names = list(real.video_name)
-        return self
-
-    def distance(self, table: pd.DataFrame) -> np.ndarray:
-        x = table[self.columns].to_numpy(float)
-        x = np.where(np.isfinite(x), x, self.mean)
-        z = (x - self.mean) / self.scale
-        return np.einsum("ni,ij,nj->n", z, self.precision, z)
-
-    def score(self, table: pd.DataFrame) -> np.ndarray:
-        """Anomaly score in [0, 1): d / (d + k) of the squared distance d over k statistics -- 0.5 at the distance
-        a real clip has on average, rank-equal to the distance, and (unlike the chi-squared CDF, which rounds
-        every far clip to 1.0) without ties among far clips, which TPR at a low FPR would suffer from."""
-        d = self.distance(table)
-        return d / (d + len(self.columns))
-
-    def state(self) -> dict[str, Any]:
-        """Plain lists (what a checkpoint and ``real_only.json`` hold)."""
-        return {"columns": self.columns, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "precision": self.precision.tolist(), "n_real": len(self.fitted_names)}
-
-    @classmethod
-    def from_state(cls, d: Mapping[str, Any]) -> "RealOnlyModel":
-        return cls(columns=list(d["columns"]), mean=np.array(d["mean"]), scale=np.array(d["scale"]),
-                   precision=np.array(d["precision"]))
-
-    def save(self, path: Path) -> None:
-        write_json(path, self.state())
-
-    @classmethod
-    def load(cls, path: Path) -> "RealOnlyModel":
-        return cls.from_state(read_json(path))
-
-
-def combine(model_scores: Sequence[float], real_only_scores: Sequence[float], weight: float) -> np.ndarray:
-    """(1 - weight) * model + weight * real-only: both probability-like, in [0, 1]."""
-    return (1 - weight) * np.asarray(model_scores, float) + weight * np.asarray(real_only_scores, float)
-
-
 DEFAULT_GROUPS = ("sync", "voice", "face", "prosody", "consistency", "local")
 
 
@@ -405,16 +335,3 @@ def group_columns(groups: Sequence[str] | None) -> list[str]:
         raise ValueError(f"real_only_groups: unknown group(s) {unknown} (known: {', '.join(STAT_GROUPS)})"
                          if unknown else "real_only_groups is empty: name at least one group of statistics")
     return [c for g, cols in STAT_GROUPS.items() if g in groups for c in cols]
-
-
-def fit_real_only(params: Mapping[str, Any], train: pd.DataFrame, progress: bool = False) -> RealOnlyModel:
-    """Statistics of the training clips, then the fit on their real ones only (``real_only_groups``)."""
-    columns = group_columns(params.get("real_only_groups"))
-    return RealOnlyModel(columns=columns).fit(clip_statistics(params, train, progress=progress))
-
-
-def rank_average(*scores: Sequence[float], weights: Sequence[float] | None = None) -> np.ndarray:
-    """Average of the scores' ranks scaled to [0, 1] (a partner for a model's probabilities: scales differ)."""
-    ranks = [stats.rankdata(np.asarray(s, float)) / max(1, len(s)) for s in scores]
-    w = np.ones(len(ranks)) if weights is None else np.asarray(weights, float)
-    return np.average(np.stack(ranks), axis=0, weights=w)
