@@ -73,12 +73,14 @@ def test_the_profile_model_builds_from_params_trains_and_reloads() -> None:
         loss.backward()
         opt.step()
     model.eval()
-    logit = model(b)["logit"]
+    with torch.no_grad():
+        logit = model(b)["logit"]
     assert float(logit[8:].min()) > float(logit[:8].max())  # band-limited clips score as fake
     again = create_model(p)
     again.load_state_dict(model.state_dict())
     again.eval()
-    assert torch.equal(again(b)["logit"], logit)
+    with torch.no_grad():
+        assert torch.equal(again(b)["logit"], logit)
 
 
 def test_the_wide_preset_is_the_baseline_image_at_48_khz() -> None:
@@ -88,3 +90,38 @@ def test_the_wide_preset_is_the_baseline_image_at_48_khz() -> None:
         {k: v for k, v in seed.items() if k not in ("sr", "preset")}
     with pytest.raises(ValueError, match="unknown mel_preset"):
         mel_params({"mel_preset": "widest"})
+
+
+@pytest.mark.slow
+def test_a_run_with_profile_weight_joins_the_profile_part_in_the_test_api(sample: dict, tmp_path) -> None:
+    """The profile part is fitted on the run's training clips, saved in the one checkpoint with its weight, and the
+    test API scores (1 - w) * network + w * profile part, exactly as validation did."""
+    from ffdv_utils.core.runs import Run
+    from ffdv_utils.data.splits import labelled_clips
+    from ffdv_utils.detector import ProfileScorer, load_detector, profile_signatures
+    from ffdv_utils.inference.score import score_table
+    from ffdv_utils.training.loop import TRAIN_DEFAULTS, fit
+
+    p = {**TRAIN_DEFAULTS, "data_root": str(sample["data_root"]), "model_type": "audio", "model": "test_resnet",
+         "image_size": 64, "face_frames": 2, "face_size": 32, "feature_workers": 1, "epochs": 1, "batch_size": 8,
+         "progress": False, "device": "cpu", "profile_weight": 0.3, "profile_mel_preset": "seed", "run_name": "pp"}
+    result = fit(p, Run(name="pp", dir=tmp_path / "pp", params=p))
+    assert {"val_auc_model", "val_auc_profile"} <= set(result) and result["profile_n_fit"] > 0
+    ckpt = tmp_path / "pp" / "checkpoints" / "best.pt"
+    saved = load_detector(ckpt, "cpu")
+    assert saved.weights["profile"] == 0.3
+    scorer = saved.parts[0].scorer
+    assert isinstance(scorer, ProfileScorer) and scorer.mel_preset == "seed"
+    clips = labelled_clips(sample["data_root"], ("val",))[["video_name", "path"]]
+    sig = profile_signatures(saved.params, clips)
+    assert sig.shape == (len(clips), 40) and np.isfinite(sig).all()
+    part = scorer.score(saved.params, clips)
+    again = ProfileScorer.from_state(scorer.state()).score(saved.params, clips)
+    assert np.array_equal(part, again) and ((part > 0) & (part < 1)).all()
+    api = score_table(list(clips.path), ckpt, device="cpu")
+    net = result.predictions.set_index("video_name")
+    for name, s in zip(api.video_name, api.score):
+        if name in net.index:
+            assert abs(s - net.loc[name, "score"]) < 1e-4  # validation's joined score = the test API's
+    with pytest.raises(ValueError, match="real and fake"):
+        ProfileScorer("seed").fit(saved.params, clips.assign(target=0))

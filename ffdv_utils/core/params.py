@@ -104,6 +104,8 @@ class ModelParams(ParamGroup):
     marle_div_weight: float
     marle_tc_weight: float
     marle_audio: str
+    profile_bins: int
+    profile_faces: bool
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,15 @@ class RealOnlyParams(ParamGroup):
 
 
 @dataclass(frozen=True)
+class ProfilePartParams(ParamGroup):
+    """The profile part joined to the network's score (``detector.profile_part``): its weight and audio image."""
+
+    SOURCE: ClassVar[Mapping[str, Any]] = TRAINING
+    profile_weight: float
+    profile_mel_preset: str
+
+
+@dataclass(frozen=True)
 class InferenceParams(ParamGroup):
     """Scoring: which runs, how they are ensembled, TTA, the fallback score of an unreadable clip, the device."""
 
@@ -171,7 +182,8 @@ class InferenceParams(ParamGroup):
     device: str
 
 
-GROUPS: tuple[type[ParamGroup], ...] = (FeatureParams, ModelParams, TrainingParams, RealOnlyParams, InferenceParams)
+GROUPS: tuple[type[ParamGroup], ...] = (FeatureParams, ModelParams, TrainingParams, RealOnlyParams, ProfilePartParams,
+                                         InferenceParams)
 
 
 @dataclass(frozen=True)

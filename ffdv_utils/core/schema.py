@@ -69,12 +69,14 @@ MODEL: dict[str, Any] = {
 # ``real_only_weight``: w > 0 fits the real-only score on the real training clips (``detector.real_only``) and the
 # run scores (1 - w) * model + w * real-only, in validation and in the test API; ``real_only_groups``: which groups
 # of statistics it uses (``features.statistics.STAT_GROUPS``)
+# ``profile_weight``: w > 0 fits the profile part (``detector.profile_part``: the profile detector's signatures in a
+# logistic regression on the training clips, its audio image ``profile_mel_preset``) and joins it with weight w
 TRAINING: dict[str, Any] = {
     "epochs": 10, "batch_size": 40, "optimizer": "adam", "lr": 3.0e-3, "weight_decay": 0.0, "scheduler": "step",
     "step_size": 4, "gamma": 0.85, "warmup_epochs": 0, "loss": "bce", "focal_gamma": 2.0, "pos_weight": None,
     "label_smoothing": 0.0, "augment": "baseline", "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "mix_prob": 1.0,
     "av_swap_prob": 0.0, "pseudo_fakes": {}, "pseudo_fakes_off": [], "pseudo_variants": 4,
-    "pseudo_local": 0.0, "real_only_weight": 0.0,
+    "pseudo_local": 0.0, "real_only_weight": 0.0, "profile_weight": 0.0, "profile_mel_preset": "wide",
     "real_only_groups": ["sync", "voice", "face", "prosody", "consistency", "local"], "select_metric": "auc",
     "seed": 42,
     "device": "auto", "amp": "auto", "channels_last": True,

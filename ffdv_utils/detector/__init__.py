@@ -4,5 +4,6 @@ checkpoint. Training builds it, scoring, the test API and the protocols load it.
 """
 
 from .detector import NETWORK, Detector, load_detector
+from .profile_part import ProfileScorer, profile_signatures
 from .real_only import RealOnlyModel, RealOnlyScorer, combine
 from .scorers import SCORERS, Part, Scorer, register_scorer, scorers_from_params

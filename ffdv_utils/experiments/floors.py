@@ -44,11 +44,10 @@ RUNTIME_KEYS = ("data_root", "device", "amp", "channels_last", "compile", "num_w
 
 def baseline_params(base: Mapping[str, Any], pretrained: Any = None) -> dict[str, Any]:
     """The training parameters of ``floor-baseline``: the defaults, the comparison's runtime keys, the recipe."""
-    runtime = {k: base[k] for k in RUNTIME_KEYS if k in base}
+    runtime = {k: base[k] for k in (*RUNTIME_KEYS, "run_name") if k in base}
     out = {**TRAIN_DEFAULTS, **runtime, **BASELINE_RECIPE}
     if pretrained:
         out["pretrained"] = pretrained
-    out["run_name"] = base.get("run_name", "default")
     return out
 
 

@@ -451,5 +451,5 @@ def _train_key(p: Mapping[str, Any]) -> dict:
     weight or groups changed resumes with nothing to train and is joined anew.
     """
     skip = {"progress", "num_workers", "resume", "device", "run_name", "epochs", "compile", "dist_timeout_min",
-            "data_root", "real_only_weight", "real_only_groups"}
+            "data_root", "real_only_weight", "real_only_groups", "profile_weight", "profile_mel_preset"}
     return {k: v for k, v in p.items() if k not in skip}
