@@ -20,7 +20,9 @@ order depends on (seed, epoch) only, so a run resumed from ``last.pt`` continues
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -210,9 +212,14 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
     ckpt_dir = run.dir / "checkpoints"
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     start_epoch, best_score, history = 0, -math.inf, []
+    data = data_identity(p, train_ds, val_ds)
     if p.get("resume") and last_path.is_file():
         state = torch.load(last_path, map_location="cpu", weights_only=False)
-        if state.get("params_key") == params_hash(_train_key(p)):
+        other_data = _other_data(state.get("data"), data)
+        if state.get("params_key") == params_hash(_train_key(p)) and other_data:
+            if rank == 0:
+                print(f"{last_path} was trained on other data ({other_data}); starting from scratch")
+        elif state.get("params_key") == params_hash(_train_key(p)):
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
@@ -223,6 +230,8 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
                 print(f"resuming {run.name} at epoch {start_epoch + 1} (best {p['select_metric']} {best_score:.4f})")
         elif rank == 0:
             print(f"{last_path} was written with other parameters; starting from scratch")
+    if start_epoch == 0 and rank == 0:
+        best_path.unlink(missing_ok=True)  # a fresh start: an earlier training's best.pt must not stand in for it
 
     train_model: nn.Module = model
     if world > 1:
@@ -287,7 +296,7 @@ def fit(params: Mapping[str, Any], run: Run | None = None, train_ds: ClipDataset
             save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "scaler": scaler.state_dict(), "epoch": epoch, "best_score": best_score,
                          "history": history, "rng": rng_state(), "params_key": params_hash(_train_key(p)),
-                         "params": dict(p), **weights}, last_path)
+                         "data": data, "params": dict(p), **weights}, last_path)
             pd.DataFrame(history).to_csv(run.path("history.csv"), index=False)
             if progress:
                 print(f"epoch {epoch + 1}/{p['epochs']}: loss {row['train_loss']:.4f}  val AUC {m['auc']:.4f}  "
@@ -347,11 +356,42 @@ def _with_real_only(p: Mapping[str, Any], train_ds: ClipDataset, val_ds: ClipDat
         "real_only_weight": weight, "real_only_n_real": len(ro.fitted_names)}
 
 
+def _clips_digest(ds: ClipDataset) -> str:
+    """SHA-256 of a dataset's clips: names and targets, and each clip's absolute path where known."""
+    h = hashlib.sha256()
+    paths = [os.path.abspath(x) for x in ds.clips["path"]] if (
+        ds.clips is not None and "path" in ds.clips) else [""] * len(ds.names)
+    for name, target, path in zip(ds.names, ds.targets.tolist(), paths):
+        h.update(f"{name}\t{target}\t{path}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def data_identity(p: Mapping[str, Any], train_ds: ClipDataset, val_ds: ClipDataset) -> dict:
+    """What a training was trained on: the data root and a digest of the train and validation clips (names,
+    labels, files). Stored in ``last.pt``; a run is resumed only on the same data."""
+    root = p.get("data_root")
+    return {"data_root": os.path.abspath(str(root)) if root not in (None, "") else None,
+            "train": _clips_digest(train_ds), "val": _clips_digest(val_ds),
+            "n_train": len(train_ds), "n_val": len(val_ds)}
+
+
+def _other_data(saved: Mapping[str, Any] | None, now: Mapping[str, Any]) -> str:
+    """Why a checkpoint's data differs from the data at hand ('' when it is the same)."""
+    if not saved:
+        return "the checkpoint does not record its data"
+    if saved.get("data_root") != now["data_root"] and saved.get("data_root") and now["data_root"]:
+        return f"data root {saved['data_root']}, now {now['data_root']}"
+    why = [f"{part} clips: {saved.get('n_' + part)} then, {now['n_' + part]} now, names, labels or files differ"
+           for part in ("train", "val") if saved.get(part) != now[part]]
+    return "; ".join(why)
+
+
 def _train_key(p: Mapping[str, Any]) -> dict:
     """The parameters that must match for a checkpoint to be resumed (not progress, workers, resume, device...).
 
-    ``data_root`` is left out too: where the data lives (a relative path, a Kaggle mount) is not how the model
-    trains, so a run launched by torchrun with ``--data-root`` resumes in the notebook that found the data itself.
+    ``data_root`` is left out too: the data is compared on its own (``data_identity``: the resolved root and the
+    clips), so a run launched by torchrun with ``--data-root`` resumes in the notebook that found the data itself,
+    while the same run name pointed at other data starts from scratch.
     So are the real-only score's settings: it is fitted after training (``_with_real_only``), so a finished run whose
     weight or groups changed resumes with nothing to train and is joined anew.
     """
