@@ -40,3 +40,62 @@ def test_same_run_name_on_other_data_trains_afresh(tmp_path: Path, capsys: pytes
     assert saved["data"]["n_train"] == 24
     moved = fit({**p, "data_root": str(tmp_path / "FFDV")}, run, *tiny_datasets(24, 12, seed=1))  # same clips, new root
     assert moved["resumed_from_epoch"] == 0 and "data root" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# silent drops and wrong records
+
+
+def test_label_file_not_utf8_is_refused_naming_line_and_byte(tmp_path: Path) -> None:
+    from ffdv_utils.data.labels import DataError, read_labels
+
+    path = tmp_path / "train_label.txt"
+    path.write_bytes("video_name,target\nplain.mp4,0\ncafé_élan.mp4,1\n".encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        read_labels(path)
+    msg = str(err.value)
+    assert f"{path}:3:" in msg and "0xe9" in msg and "UTF-8" in msg and "iconv" in msg and "café_élan" in msg
+
+
+def test_label_file_utf16_with_bom_is_read_and_without_is_named(tmp_path: Path) -> None:
+    from ffdv_utils.data.labels import DataError, read_labels
+
+    text = "video_name,target\r\ncafé_élan.mp4,1\r\nplain,0\r\n"
+    for enc in ("utf-16", "utf-32", "utf-8-sig"):
+        path = tmp_path / f"{enc}.txt"
+        path.write_bytes(text.encode(enc))
+        df = read_labels(path)
+        assert df.video_name.tolist() == ["café_élan.mp4", "plain.mp4"] and df.target.tolist() == [1, 0]
+    bare = tmp_path / "bare.txt"
+    bare.write_bytes(text.encode("utf-16-le"))
+    with pytest.raises(DataError, match=r"bare\.txt:1: .*UTF-16 without a byte-order mark"):
+        read_labels(bare)
+
+
+@pytest.mark.slow  # runs the pipeline runner (each notebook's execution replaced by a stub)
+def test_pipeline_console_shows_the_notebooks_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """A clip left out is said on the pipeline's console, not only inside the executed notebook."""
+    import nbformat
+
+    from ffdv_utils.core import runner
+
+    def fake_execute(src, dst, parameters=None, **kw) -> None:
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("x = 1")
+        cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
+            "/x/ffdv_utils/data/labels.py:170: DataWarning: /d/train_label.txt: 1 labelled clip(s) have no file\n"
+            "  warnings.warn(\n"
+            "/x/site-packages/lib.py:3: FutureWarning: something deprecated\n"))]
+        nb.cells.append(cell)
+        nbformat.write(nb, str(dst))
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train_label.txt").write_text("video_name,target\n")
+    monkeypatch.setattr(runner, "execute_notebook", fake_execute)
+    monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path / "outputs"))
+    runner.run_pipeline("warned", data_root=data, only="02")
+    err = capsys.readouterr().err
+    assert "[warned] 02_features warning: DataWarning: /d/train_label.txt: 1 labelled clip(s) have no file" in err
+    assert "FutureWarning" not in err

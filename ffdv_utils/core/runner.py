@@ -8,6 +8,7 @@ A key that no notebook declares is an error (a typo must not be silently ignored
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -155,10 +156,45 @@ def run_pipeline(run: str, data_root: str | Path | None = None, files: Sequence[
         try:
             execute_notebook(notebook_path(name), out_nb, per_nb[name], progress=progress, log_output=log_output)
         except pm.PapermillExecutionError as exc:
+            _print_warnings(run, name, out_nb)
             raise PipelineError(f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                                f"the executed notebook with the full traceback is {out_nb}") from None
+        _print_warnings(run, name, out_nb)
         print(f"[{run}] {name} done in {time.time() - t0:.0f} s", flush=True)
     return folder
+
+
+WARNING_LINE = re.compile(r"^(?P<file>\S.*?):(?P<line>\d+): (?P<category>\w*Warning): (?P<message>.*)$")
+
+
+def notebook_warnings(path: str | Path) -> list[str]:
+    """The workspace's warnings in an executed notebook (``Category: message``, each once): the ones the package
+    or a notebook cell raised (clips left out, odd data), not the third-party libraries' deprecation notices."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception:  # a notebook papermill could not even write has no warnings to show
+        return []
+    found: list[str] = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "stream" or out.get("name") != "stderr":
+                continue
+            for line in str(out.get("text", "")).splitlines():
+                m = WARNING_LINE.match(line)
+                if not m:
+                    continue
+                ours = "ffdv_utils" in m["file"] or "ipykernel_" in m["file"] or m["category"] == "DataWarning"
+                text = f"{m['category']}: {m['message']}"
+                if ours and text not in found:
+                    found.append(text)
+    return found
+
+
+def _print_warnings(run: str, name: str, executed: Path) -> None:
+    for text in notebook_warnings(executed):
+        print(f"[{run}] {name} warning: {text}", file=sys.stderr, flush=True)
 
 
 def execute_notebook(src: str | Path, dst: str | Path, parameters: Mapping[str, Any] | None = None,
