@@ -99,3 +99,34 @@ def test_pipeline_console_shows_the_notebooks_warnings(tmp_path: Path, monkeypat
     err = capsys.readouterr().err
     assert "[warned] 02_features warning: DataWarning: /d/train_label.txt: 1 labelled clip(s) have no file" in err
     assert "FutureWarning" not in err
+
+
+def test_a_run_without_data_fails_at_start_and_keeps_the_record(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """No data root: the error comes from start_run (the notebook's setup cell) and says how to give one; the run
+    folder's params.yaml still describes the results beside it."""
+    from ffdv_utils.core.config import read_yaml
+    from ffdv_utils.core.errors import ConfigError
+    from ffdv_utils.core.runs import start_run
+
+    monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path / "outputs"))
+    monkeypatch.delenv("FFDV_DATA_ROOT", raising=False)
+    monkeypatch.setattr("ffdv_utils.core.paths.find_kaggle_data_root", lambda *a, **k: None)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train_label.txt").write_text("video_name,target\n")
+    run = start_run({"run_name": "kept", "data_root": str(tmp_path / "data"), "lr": 0.5}, "03_train")
+    before = (run.dir / "params.yaml").read_bytes()
+    with pytest.raises(ConfigError, match=r"no data root: set data_root .*sample-data"):
+        start_run({"run_name": "kept", "data_root": None, "lr": 0.1}, "03_train")
+    assert (run.dir / "params.yaml").read_bytes() == before
+    assert read_yaml(run.dir / "params" / "03_train.yaml")["lr"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["01_eda", "02_features", "03_train", "04_augment", "05_compare", "06_submission"])
+def test_notebook_opening_says_how_to_point_it_at_data(name: str) -> None:
+    import nbformat
+
+    nb = nbformat.read(str(Path(__file__).resolve().parents[1] / "notebooks" / f"{name}.ipynb"), as_version=4)
+    intro = nb.cells[0].source
+    assert nb.cells[0].cell_type == "markdown"
+    assert "data_root" in intro and "FFDV_DATA_ROOT" in intro and "sample-data" in intro
