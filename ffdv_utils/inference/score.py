@@ -11,6 +11,7 @@ clips in the middle, which costs the least AUC when nothing is known), and it is
 from __future__ import annotations
 
 import os
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -169,7 +170,8 @@ def score_table(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.
     # one name per clip within a call (the feature cache is keyed by name); the cache itself notices when a name
     # points at another file than the one its entry was made from, and recomputes
     names = list(clips.video_name)
-    clips["video_name"] = [n if names.count(n) == 1 else f"{i}_{n}" for i, n in enumerate(names)]
+    counts = Counter(names)  # one pass: a count per name inside the comprehension would be quadratic
+    clips["video_name"] = [n if counts[n] == 1 else f"{i}_{n}" for i, n in enumerate(names)]
     scores = predict_clips(model, params, clips, tta=tta, device=device, progress=progress)
     return pd.DataFrame({"video_name": names, "path": clips.path, "score": scores.score.astype(float),
                          "status": scores.status})
