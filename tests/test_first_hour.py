@@ -166,3 +166,44 @@ def test_score_table_names_clips_in_linear_time(tmp_path: Path, monkeypatch: pyt
     elapsed = time.perf_counter() - t0
     assert len(table) == len(paths) and table.video_name.iloc[-1] == "clip_000007.mp4"
     assert elapsed < 20.0, f"{elapsed:.1f} s for {len(paths)} paths"
+
+
+def _wav(path: Path, seconds: float = 1.0, sr: int = 16000) -> Path:
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(seconds * sr)) / sr
+    pcm = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def test_every_path_gets_a_row_whatever_is_wrong_with_it(tmp_path: Path, session_outputs: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """A symlink loop, a directory, a missing file and a sound file named .mp4 among the paths: one row each, each
+    saying what it is, and the batch goes on (the CLI prints a warning for every row that is not plain ok)."""
+    from conftest import untrained_run
+
+    from ffdv_utils.cli.main import main as cli_main
+    from ffdv_utils.inference.score import FALLBACK_SCORE, score_table
+
+    run = untrained_run("first-hour-score", model_type="audio")
+    (tmp_path / "loop_a.mp4").symlink_to(tmp_path / "loop_b.mp4")
+    (tmp_path / "loop_b.mp4").symlink_to(tmp_path / "loop_a.mp4")
+    (tmp_path / "folder.mp4").mkdir()
+    wav = _wav(tmp_path / "sound.mp4")
+    paths = [tmp_path / "loop_a.mp4", tmp_path / "folder.mp4", tmp_path / "missing.mp4", wav]
+    table = score_table(paths, run).set_index("video_name")
+    assert table.status.to_dict() == {"loop_a.mp4": "fallback: symlink loop",
+                                      "folder.mp4": "fallback: a directory, not a video file",
+                                      "missing.mp4": "fallback: file not found", "sound.mp4": "no_video"}
+    assert (table.score[:3] == FALLBACK_SCORE).all() and 0 < table.score["sound.mp4"] < 1
+    capsys.readouterr()
+    assert cli_main(["score", "--run", run, *map(str, paths)]) == 0
+    out = capsys.readouterr()
+    assert out.out.count("\n") == 5 and f"warning: {wav}: no_video" in out.err and "symlink loop" in out.err

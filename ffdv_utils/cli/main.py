@@ -50,7 +50,7 @@ def _score(args: argparse.Namespace) -> int:
     for name, s in zip(table.video_name, table.score):
         print(f"{name},{s:.6f}")
     for path, status in zip(args.videos, table.status):
-        if status.startswith("fallback"):  # still scored (the fallback value), but the caller should know
+        if status != "ok":  # still scored (a fallback value, or on what the file has), but the caller should know
             print(f"warning: {path}: {status}", file=sys.stderr)
     return 0
 
