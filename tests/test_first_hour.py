@@ -207,3 +207,48 @@ def test_every_path_gets_a_row_whatever_is_wrong_with_it(tmp_path: Path, session
     assert cli_main(["score", "--run", run, *map(str, paths)]) == 0
     out = capsys.readouterr()
     assert out.out.count("\n") == 5 and f"warning: {wav}: no_video" in out.err and "symlink loop" in out.err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# failures that explain themselves
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's zip writer on a full disk raises 'unexpected pos' with no errno: the error must say the disk is full
+    and what to do, and the previous checkpoint stays whole (no temporary file left)."""
+    from ffdv_utils.features.extract import DiskFullError
+    from ffdv_utils.training import loop
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    loop.save_checkpoint({"epoch": 0}, path)
+    before = path.read_bytes()
+
+    def full_disk_save(obj, f) -> None:
+        Path(f).write_bytes(b"PK partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:671] . unexpected pos 64 vs 48")
+
+    monkeypatch.setattr(loop.torch, "save", full_disk_save)
+    with pytest.raises(DiskFullError, match=r"last\.pt: the disk is full while saving the checkpoint .*free.*resume"):
+        loop.save_checkpoint({"epoch": 1}, path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+
+
+def test_numpy_short_write_during_extraction_is_a_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy's short write (OSError without errno) stops the extraction as a full disk, not as a clip error."""
+    from ffdv_utils.core.files import atomic_write
+    from ffdv_utils.features.extract import DiskFullError, extract_mels
+    from ffdv_utils.features.params import mel_params
+
+    wav = _wav(tmp_path / "a.mp4", seconds=0.5)
+
+    real_write = atomic_write
+
+    def short_write(path, data):
+        if "entries" in str(path):  # a clip's entry (numpy writes it): the disk fills there
+            raise OSError("65536 requested and 4096 written")
+        return real_write(path, data)
+
+    monkeypatch.setattr("ffdv_utils.features.extract.atomic_write", short_write)
+    clips = pd.DataFrame({"video_name": ["a.mp4"], "path": [str(wav)]})
+    with pytest.raises(DiskFullError, match="the disk is full"):
+        extract_mels(clips, mel_params({}), tmp_path / "cache", workers=1, progress=False)

@@ -38,13 +38,14 @@ from ..core import metrics
 from ..core.config import params_hash
 from ..core.device import amp_dtype, configure_backends, resolve_device
 from ..core.errors import ConfigError
-from ..core.files import atomic_path, read_json, write_json
+from ..core.files import atomic_path, free_space, is_disk_full, read_json, write_json
 from ..core.paths import run_dir
 from ..core.progress import progress_bar
 from ..core.runs import Run
 from ..core.schema import TRAIN_DEFAULTS, TRAINING, with_defaults
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
 from ..features.embeddings import PseudoEmbeddings, attach_embeddings
+from ..features.extract import DiskFullError
 from ..models.registry import build_model, model_inputs, pretrained_record, resolve_model_params
 from ..models.rules import count_parameters
 from .augment import augment_faces, augment_mel, mix_batch
@@ -98,9 +99,18 @@ def build_scheduler(opt: torch.optim.Optimizer, params: Mapping[str, Any]) -> to
 
 
 def save_checkpoint(obj: Any, path: Path) -> None:
-    """``torch.save`` through ``core.files.atomic_path``: a kill never leaves a torn checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` through ``core.files.atomic_path``: a kill never leaves a torn checkpoint, and a full disk is
+    said as such (DiskFullError), with the previous checkpoint left as it was."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(f"{path}: the disk is full while saving the checkpoint ({free_space(path)}; "
+                            f"{type(exc).__name__}: {str(exc).strip()[:200]}). Nothing torn was left: the previous "
+                            f"{path.name}, if any, is as it was. Free some space (or set FFDV_OUTPUTS to a larger "
+                            "disk) and run again with the same parameters to resume") from exc
 
 
 def make_loader(ds: ClipDataset, params: Mapping[str, Any], device: torch.device, train: bool, rank: int = 0,
