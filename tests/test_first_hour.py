@@ -252,3 +252,24 @@ def test_numpy_short_write_during_extraction_is_a_full_disk(tmp_path: Path, monk
     clips = pd.DataFrame({"video_name": ["a.mp4"], "path": [str(wav)]})
     with pytest.raises(DiskFullError, match="the disk is full"):
         extract_mels(clips, mel_params({}), tmp_path / "cache", workers=1, progress=False)
+
+
+def test_score_under_a_small_address_space_says_what_the_import_error_means(tmp_path: Path) -> None:
+    """Under ``ulimit -v`` torch's libraries cannot be mapped: the command says what that means and how to fix it,
+    not a raw ImportError traceback."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+    env = {**os.environ, "FFDV_OUTPUTS": str(tmp_path / "out"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "ffdv_utils", "score", "--run", "nothing", "clip.mp4"],
+                          preexec_fn=limit, env=env, capture_output=True, text=True, timeout=120)
+    if "Traceback" not in proc.stderr and "segment" not in proc.stderr:
+        pytest.skip(f"torch loads within 1 GiB of address space here: {proc.stderr[-300:]}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "failed to map segment" in proc.stderr
+    assert "address-space limit (ulimit -v) is 1.0 GiB" in proc.stderr and "CPU build of torch" in proc.stderr

@@ -117,7 +117,8 @@ def _user_errors() -> tuple[type, ...]:
     are asked, so a light command (sample-data, bench extraction) never imports torch just to catch errors."""
     errors: list[type] = [ConfigError, FileNotFoundError]
     for module, name in (("data.labels", "DataError"), ("models.rules", "ModelRuleError"),
-                         ("inference.submission", "SubmissionError"), ("core.runner", "PipelineError")):
+                         ("inference.submission", "SubmissionError"), ("core.runner", "PipelineError"),
+                         ("features.extract", "DiskFullError")):
         mod = sys.modules.get(f"ffdv_utils.{module}")
         if mod is not None:
             errors.append(getattr(mod, name))
@@ -133,10 +134,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:
+        why = library_load_failure(exc)
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
         if not isinstance(exc, _user_errors()):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def address_space_limit() -> str:
+    """The process's address-space limit (``ulimit -v``) in words."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return "unknown"
+    return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft / 2**30:.1f} GiB"
+
+
+def library_load_failure(exc: BaseException) -> str:
+    """What a shared library that could not be mapped means ('' for any other error)."""
+    text = str(exc)
+    if not isinstance(exc, (ImportError, OSError)) or not any(
+            t in text.lower() for t in ("failed to map segment", "cannot allocate memory")):
+        return ""
+    return (f"a library could not be loaded ({type(exc).__name__}: {text.strip()}): the process could not map it "
+            f"into memory. Its address-space limit (ulimit -v) is {address_space_limit()}, and torch maps several "
+            "GiB of shared libraries when it is imported (the CUDA build more than the CPU one), whatever the device. "
+            "Raise the limit (ulimit -v unlimited, or 8 GiB at least) or install the CPU build of torch "
+            "(pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 
 
 def demo(run: str = "demo", n: int = 100, seed: int = 0, files: Sequence[str | Path] = (),
