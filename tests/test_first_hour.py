@@ -3,6 +3,7 @@ themselves, the Kaggle round trip and what a person sees."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -273,3 +274,65 @@ def test_score_under_a_small_address_space_says_what_the_import_error_means(tmp_
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "failed to map segment" in proc.stderr
     assert "address-space limit (ulimit -v) is 1.0 GiB" in proc.stderr and "CPU build of torch" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the Kaggle round trip
+
+
+def _stage_cheaply(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """stage() with the wheels stubbed: returns the names of the distributions it re-packs."""
+    from ffdv_utils.inference import kaggle
+
+    packed: list[str] = []
+
+    def fake_repack(name: str, dest) -> Path:
+        packed.append(name)
+        path = Path(dest) / f"{kaggle.wheel_name(name)}-0.0.0-py3-none-any.whl"
+        path.write_bytes(b"")
+        return path
+
+    def fake_build(dest) -> Path:
+        path = Path(dest) / "ffdv_utils-0.0.0-py3-none-any.whl"
+        path.write_bytes(b"")
+        return path
+
+    monkeypatch.setattr(kaggle, "repack_wheel", fake_repack)
+    monkeypatch.setattr(kaggle, "build_wheel", fake_build)
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-config"))
+    return packed
+
+
+def test_stage_ships_pyav_for_the_kernel_or_refuses_with_the_command(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """media/decode.py imports av and Kaggle's image lacks it: staging ships a wheel of it that the kernel's Python
+    and platform can install, or refuses naming the pip command that fetches one."""
+    from ffdv_utils.inference import kaggle
+
+    packed = _stage_cheaply(monkeypatch, tmp_path)
+    res = kaggle.stage(tmp_path / "out", owner="someone", parameters={"runs": ["/kaggle/input/x/best.pt"]})
+    assert "av" in packed and res["problems"] == []
+    assert kaggle.wheel_fits_kernel("cp311-abi3-manylinux_2_28_x86_64")
+    assert kaggle.wheel_fits_kernel("py2.py3-none-any") and kaggle.wheel_fits_kernel("cp38-abi3-manylinux2014_x86_64")
+    assert not kaggle.wheel_fits_kernel("cp312-cp312-macosx_11_0_arm64")
+    assert not kaggle.wheel_fits_kernel("cp310-cp310-manylinux_2_17_x86_64")
+    monkeypatch.setattr(kaggle, "installed_wheel_tag", lambda name: "cp312-cp312-macosx_11_0_arm64")
+    with pytest.raises(kaggle.KaggleError, match=r"av .*macosx.*pip download 'av==.*--python-version 3\.11"):
+        kaggle.stage(tmp_path / "out2", owner="someone", distributions=["av"])
+    wheel = tmp_path / "av-99.0.0-cp311-abi3-manylinux_2_28_x86_64.whl"  # the user's own wheel for the kernel
+    wheel.write_bytes(b"")
+    packed.clear()
+    res = kaggle.stage(tmp_path / "out3", owner="someone", distributions=["av"], extra_wheels=[wheel],
+                       parameters={"runs": ["/kaggle/input/x/best.pt"]})
+    assert packed == [] and res["problems"] == []
+    (tmp_path / "out3" / "dataset" / wheel.name).unlink()
+    assert any("no av wheel" in p for p in kaggle.check_staged(tmp_path / "out3"))
+
+
+def test_kernel_metadata_attaches_only_what_staging_makes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ffdv_utils.inference import kaggle
+
+    _stage_cheaply(monkeypatch, tmp_path)
+    res = kaggle.stage(tmp_path / "out", owner="someone", parameters={"runs": ["/kaggle/input/x/best.pt"]})
+    meta = json.loads((res["folder"] / "kernel-metadata.json").read_text())
+    assert meta["dataset_sources"] == ["someone/ffdv-utils"]
