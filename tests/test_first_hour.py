@@ -336,3 +336,21 @@ def test_kernel_metadata_attaches_only_what_staging_makes(tmp_path: Path, monkey
     res = kaggle.stage(tmp_path / "out", owner="someone", parameters={"runs": ["/kaggle/input/x/best.pt"]})
     meta = json.loads((res["folder"] / "kernel-metadata.json").read_text())
     assert meta["dataset_sources"] == ["someone/ffdv-utils"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what a person sees
+
+
+def test_pyproject_reads_without_setuptools_deprecation_warnings() -> None:
+    """`pip install -e .` printed "project.license as a TOML table is deprecated" three times."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    root = Path(__file__).resolve().parents[1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = read_configuration(root / "pyproject.toml", expand=True)
+    assert config["project"]["license"] == "MIT"
+    assert [str(w.message) for w in caught if "license" in str(w.message).lower()] == []
