@@ -354,3 +354,42 @@ def test_pyproject_reads_without_setuptools_deprecation_warnings() -> None:
         config = read_configuration(root / "pyproject.toml", expand=True)
     assert config["project"]["license"] == "MIT"
     assert [str(w.message) for w in caught if "license" in str(w.message).lower()] == []
+
+
+def test_progress_bar_with_nothing_to_do_shows_nothing_and_rates_keep_their_unit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With features cached, 'mel features: 0clip [00:00, ?clip/s]' was a bar for nothing; a slow bar turned
+    'clip/s' into 's/clip' (the bar and the log lines alike)."""
+    import io
+
+    from ffdv_utils.core.progress import LogProgress, progress_bar
+
+    monkeypatch.setenv("FFDV_PROGRESS", "bar")
+    out = io.StringIO()
+    with progress_bar(total=0, desc="mel features", unit="clip", file=out) as bar:
+        bar.update(0)
+    for _ in progress_bar([], desc="mel features", unit="clip", file=out):
+        pass
+    assert out.getvalue() == ""
+    out = io.StringIO()
+    bar = progress_bar(total=10, desc="mel features", unit="clip", file=out, smoothing=0, mininterval=0)
+    bar.start_t -= 200  # 200 s for the first clip
+    bar.update(1)
+    bar.close()
+    assert "clip/s" in out.getvalue() and "s/clip" not in out.getvalue(), out.getvalue()
+    out = io.StringIO()
+    slow = LogProgress(total=4, desc="mel features", unit="clip", file=out)
+    slow.start_t -= 200
+    slow.update(4)
+    slow.close()
+    assert "0.02 clip/s" in out.getvalue() and "s/clip" not in out.getvalue(), out.getvalue()
+
+
+def test_ipywidgets_is_a_dependency_so_notebook_bars_are_widgets() -> None:
+    import importlib.util
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    deps = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
+    assert '"ipywidgets' in deps
+    assert importlib.util.find_spec("ipywidgets") is not None
