@@ -393,3 +393,31 @@ def test_ipywidgets_is_a_dependency_so_notebook_bars_are_widgets() -> None:
     deps = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M).group(1)
     assert '"ipywidgets' in deps
     assert importlib.util.find_spec("ipywidgets") is not None
+
+
+def test_saving_a_tracked_notebook_in_jupyterlab_keeps_the_repository_clean(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make lab` points Jupyter at .jupyter/: its server config installs a pre-save hook that drops the outputs of
+    notebooks/NN_*.ipynb (and only of those)."""
+    import copy
+
+    import nbformat
+    from jupyter_server.serverapp import ServerApp
+    from traitlets.utils.importstring import import_item
+
+    root = Path(__file__).resolve().parents[1]
+    assert "JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter" in (root / "Makefile").read_text()
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", str(root / ".jupyter"))
+    app = ServerApp()
+    app.load_config_file()
+    hook = import_item(app.config.ContentsManager.pre_save_hook)
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(1)", execution_count=3)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# t"), cell]
+    tracked = {"type": "notebook", "content": copy.deepcopy(nb)}
+    hook(model=tracked, path="notebooks/03_train.ipynb", contents_manager=None)
+    assert tracked["content"]["cells"][1]["outputs"] == [] and tracked["content"]["cells"][1]["execution_count"] is None
+    copy_in_run = {"type": "notebook", "content": copy.deepcopy(nb)}
+    hook(model=copy_in_run, path="outputs/demo/notebooks/03_train.ipynb", contents_manager=None)
+    assert copy_in_run["content"]["cells"][1]["outputs"]

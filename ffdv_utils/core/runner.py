@@ -215,6 +215,21 @@ def execute_notebook(src: str | Path, dst: str | Path, parameters: Mapping[str, 
                             config=kernel_config())
 
 
+def strip_tracked_outputs(model: dict, path: str, contents_manager: Any = None, **kwargs: Any) -> None:
+    """JupyterLab's pre-save hook (``.jupyter/jupyter_server_config.py``, ``make lab``): a tracked notebook
+    (``notebooks/NN_*.ipynb`` of this workspace) is saved without outputs or execution counts, so saving never
+    dirties the repository; any other notebook (a copy in a run folder) is saved as it is."""
+    if model.get("type") != "notebook":
+        return
+    root = Path(getattr(contents_manager, "root_dir", None) or project_root())
+    full = (root / str(path).lstrip("/")).resolve()
+    if full.parent != notebooks_dir().resolve() or not re.match(r"\d\d_.+\.ipynb$", full.name):
+        return
+    for cell in model.get("content", {}).get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+
+
 def summary(folder: Path) -> None:
     """Print where a run's results are and its headline figures."""
     metrics_path = folder / "metrics.json"
