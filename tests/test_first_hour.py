@@ -421,3 +421,29 @@ def test_saving_a_tracked_notebook_in_jupyterlab_keeps_the_repository_clean(monk
     copy_in_run = {"type": "notebook", "content": copy.deepcopy(nb)}
     hook(model=copy_in_run, path="outputs/demo/notebooks/03_train.ipynb", contents_manager=None)
     assert copy_in_run["content"]["cells"][1]["outputs"]
+
+
+def test_figures_say_what_they_show_and_no_curve_hides_another() -> None:
+    import numpy as np
+
+    from ffdv_utils.core import plots
+    from ffdv_utils.training.gradcam import plot_explanations
+
+    history = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [0.7, 0.6, 0.5], "val_log_loss": [0.7, 0.65, 0.6],
+                            "val_auc": [0.6, 0.7, 0.8], "val_tpr@fpr=1e-2": [0.1, 0.2, 0.3],
+                            "val_tpr@fpr=1e-3": [0.1, 0.2, 0.3]})  # identical TPRs: few validation clips
+    loss, val = plots.training_curves(history).axes
+    assert loss.get_title() and loss.get_ylabel() and val.get_ylabel()
+    tpr = [ln for ln in val.get_lines() if ln.get_label().startswith("tpr")]
+    assert len(tpr) == 2 and len({(ln.get_linestyle(), ln.get_marker()) for ln in tpr}) == 2
+
+    y = np.array([0, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    fig = plots.roc({"plain": (y, s), "held_out_kind": (y, s)})  # the same curve twice
+    lines = [ln for ln in fig.axes[0].get_lines() if "AUC" in ln.get_label()]
+    assert len({ln.get_linestyle() for ln in lines}) == 2
+
+    item = {"video_name": "a.mp4", "target": 0, "kind": "real", "score": 0.91, "mel": np.zeros((8, 8)),
+            "mel_cam": np.zeros((8, 8))}
+    fig = plot_explanations([item])
+    assert "network p(fake) 0.91" in fig.axes[0].get_title() and "network's own score" in fig._suptitle.get_text()
