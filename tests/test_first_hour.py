@@ -447,3 +447,23 @@ def test_figures_say_what_they_show_and_no_curve_hides_another() -> None:
             "mel_cam": np.zeros((8, 8))}
     fig = plot_explanations([item])
     assert "network p(fake) 0.91" in fig.axes[0].get_title() and "network's own score" in fig._suptitle.get_text()
+
+
+def test_the_demo_summary_says_n_a_which_epoch_and_what_lies_beside(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    from ffdv_utils.core.files import write_json
+    from ffdv_utils.core.runner import summary
+
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    write_json(folder / "metrics.json", {"val_auc": 0.93, "val_tpr@fpr=1e-3": 0.375, "val_tpr@fpr=1e-3 n/a": True,
+                                         "val_n_real": 9, "val_n": 17, "best_epoch": 1, "test_auc": 0.85})
+    pd.DataFrame({"epoch": range(1, 16)}).to_csv(folder / "history.csv", index=False)
+    for name in ("demo-none", "demo-tiny_fusion-plain"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "best.pt").write_bytes(b"x" * 2**20)
+    summary(folder)
+    out = capsys.readouterr().out
+    assert "TPR@FPR=1e-3: n/a (n_real 9 < 1000)" in out and "0.375" not in out
+    assert "epoch 1 of 15" in out and "17 validation clips" in out
+    assert "2 run folder(s)" in out and "demo-none" in out and f"rm -r {folder}-*" in out

@@ -232,15 +232,32 @@ def strip_tracked_outputs(model: dict, path: str, contents_manager: Any = None, 
 
 def summary(folder: Path) -> None:
     """Print where a run's results are and its headline figures."""
+    from .metrics import tpr_label
+
     metrics_path = folder / "metrics.json"
     lines = [f"run folder:        {folder}"]
     if metrics_path.is_file():
         m = read_json(metrics_path)
-        lines.append(f"validation AUC:    {m.get('val_auc', float('nan')):.4f}   "
-                     f"TPR@FPR=1e-3: {m.get('val_tpr@fpr=1e-3', float('nan')):.3f}")
+        n_real = m.get("val_n_real")
+        tpr = m.get("val_tpr@fpr=1e-3", float("nan"))
+        tpr_text = tpr_label(tpr, n_real, 1e-3) if n_real is not None else f"{tpr:.3f}"
+        lines.append(f"validation AUC:    {m.get('val_auc', float('nan')):.4f}   TPR@FPR=1e-3: {tpr_text}")
+        history = folder / "history.csv"
+        if "best_epoch" in m and history.is_file():
+            epochs = max(0, sum(1 for _ in history.open(encoding="utf-8")) - 1)
+            select = read_yaml(folder / "params.yaml").get("select_metric", "auc") if (
+                folder / "params.yaml").is_file() else "auc"
+            lines.append(f"model kept:        epoch {m['best_epoch']} of {epochs} (best validation {select}, on "
+                         f"{m.get('val_n', '?')} validation clips)")
         if "test_auc" in m:
             lines.append(f"sample test AUC:   {m['test_auc']:.4f}")
     pred = folder / "prediction.csv"
     lines.append(f"prediction.csv:    {pred if pred.is_file() else '(not written)'}")
     lines.append(f"executed notebooks: {folder / 'notebooks'}")
+    siblings = sorted(p for p in folder.parent.glob(f"{folder.name}-*") if p.is_dir())
+    if siblings:
+        size = sum(f.stat().st_size for p in siblings for f in p.rglob("*") if f.is_file())
+        lines.append(f"beside it:         {len(siblings)} run folder(s) of 04/05's variants and candidates, "
+                     f"{size / 2**20:.0f} MiB ({', '.join(p.name for p in siblings[:4])}"
+                     f"{', ...' if len(siblings) > 4 else ''}); remove them with rm -r {folder}-*")
     print("\n".join(lines), file=sys.stdout, flush=True)
