@@ -467,3 +467,22 @@ def test_the_demo_summary_says_n_a_which_epoch_and_what_lies_beside(tmp_path: Pa
     assert "TPR@FPR=1e-3: n/a (n_real 9 < 1000)" in out and "0.375" not in out
     assert "epoch 1 of 15" in out and "17 validation clips" in out
     assert "2 run folder(s)" in out and "demo-none" in out and f"rm -r {folder}-*" in out
+
+
+def test_params_command_gives_papermill_only_the_notebooks_own_keys(tmp_path: Path) -> None:
+    """A preset passed to papermill as it is: 'Passed unknown parameter' for each key of other notebooks.
+    `python -m ffdv_utils params 03 -f PRESET` writes only what 03 declares, merged as the runner merges."""
+    import yaml
+    from papermill.inspection import _infer_parameters, _open_notebook
+
+    from ffdv_utils.cli.main import main as cli_main
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "p03.yaml"
+    assert cli_main(["params", "03", "-f", str(root / "params" / "demo.yaml"), "-p", "epochs", "2", "-o",
+                     str(out)]) == 0
+    params = yaml.safe_load(out.read_text())
+    declared = {p.name for p in _infer_parameters(_open_notebook(str(root / "notebooks" / "03_train.ipynb"), {}))}
+    assert set(params) <= declared and params["epochs"] == 2 and params["model"] == "tf_efficientnet_lite0"
+    preset = yaml.safe_load((root / "params" / "demo.yaml").read_text())
+    assert set(preset) - declared  # the preset itself holds other notebooks' keys: what papermill warned about

@@ -1,6 +1,6 @@
 """``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
 
-Commands: demo, pipeline, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push, check).
+Commands: demo, pipeline, params, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push, check).
 
 Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
 import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
@@ -27,6 +27,28 @@ def _pipeline(args: argparse.Namespace) -> int:
     overrides = {k: parse_value(v) for k, v in args.param}
     folder = run_pipeline(args.run, args.data_root, args.file, overrides, args.only, progress=not args.quiet)
     summary(folder)
+    return 0
+
+
+def _params(args: argparse.Namespace) -> int:
+    """One notebook's parameters, merged as the runner merges them, as YAML (for papermill -f: only the keys the
+    notebook declares, so papermill has no unknown parameter to warn about)."""
+    import yaml
+
+    from ..core.runner import resolve_notebook_params, select_notebooks
+
+    names = select_notebooks(args.notebook)
+    if len(names) != 1:
+        raise ConfigError(f"params takes one notebook, {args.notebook!r} names {len(names)}")
+    overrides = {k: parse_value(v) for k, v in args.param}
+    resolved = resolve_notebook_params(names, args.file, overrides)[names[0]]
+    text = (f"# {names[0]} parameters from {', '.join(args.file) or 'its defaults'}: papermill "
+            f"notebooks/{names[0]}.ipynb OUT.ipynb -f THIS.yaml -k python3\n"
+            + yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -83,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no papermill progress bars")
     _add_common(p)
     p.set_defaults(func=_pipeline)
+
+    p = sub.add_parser("params", help="one notebook's merged parameters as YAML, for papermill -f")
+    p.add_argument("notebook", help="notebook name or number, e.g. 03")
+    p.add_argument("-o", "--out", default=None, help="write the YAML here (default: print it)")
+    _add_common(p)
+    p.set_defaults(func=_params)
 
     p = sub.add_parser("demo", help="make the sample dataset and run the whole pipeline on it")
     p.add_argument("--run", default="demo")
