@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from .config import load_params, read_yaml
 from .errors import ConfigError
 from .files import read_json
+from .metrics import tpr_label
 from .paths import (
     NOTEBOOKS,
     check_run_name,
@@ -29,6 +30,7 @@ from .paths import (
 )
 from .progress import ENV_VAR as PROGRESS_ENV
 from .progress import progress_mode
+from .schema import TRAINING, with_defaults
 
 KERNEL = "python3"
 
@@ -232,8 +234,6 @@ def strip_tracked_outputs(model: dict, path: str, contents_manager: Any = None, 
 
 def summary(folder: Path) -> None:
     """Print where a run's results are and its headline figures."""
-    from .metrics import tpr_label
-
     metrics_path = folder / "metrics.json"
     lines = [f"run folder:        {folder}"]
     if metrics_path.is_file():
@@ -245,8 +245,8 @@ def summary(folder: Path) -> None:
         history = folder / "history.csv"
         if "best_epoch" in m and history.is_file():
             epochs = max(0, sum(1 for _ in history.open(encoding="utf-8")) - 1)
-            select = read_yaml(folder / "params.yaml").get("select_metric", "auc") if (
-                folder / "params.yaml").is_file() else "auc"
+            recorded = read_yaml(folder / "params.yaml") if (folder / "params.yaml").is_file() else {}
+            select = with_defaults(recorded, TRAINING)["select_metric"]
             lines.append(f"model kept:        epoch {m['best_epoch']} of {epochs} (best validation {select}, on "
                          f"{m.get('val_n', '?')} validation clips)")
         if "test_auc" in m:
