@@ -1,6 +1,7 @@
 """``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
 
-Commands: demo, pipeline, params, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push, check).
+Commands: demo, pipeline, params, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push,
+check).
 
 Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
 import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
