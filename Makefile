@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-full test test-fast notebooks clean-outputs
+.PHONY: install demo demo-full test test-fast notebooks lab clean-outputs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test-fast: $(STAMP)
 
 notebooks: $(STAMP)
 	$(PY) tools/build_notebooks.py
+
+# JupyterLab with .jupyter/jupyter_server_config.py: the tracked notebooks are saved without their outputs
+lab: $(STAMP)
+	JUPYTER_CONFIG_PATH=$(CURDIR)/.jupyter $(VENV)/bin/jupyter lab
 
 clean-outputs:
 	rm -rf outputs/*/ 

@@ -79,7 +79,7 @@ def test_kernel_metadata_follows_the_cli_rules(staged):
     assert meta["enable_internet"] is False  # present and false: the CLI's default would be true
     assert meta["is_private"] is True and meta["enable_gpu"] is True
     assert meta["competition_sources"] == ["multi-ffdv"]
-    assert f"{OWNER}/ffdv-utils" in meta["dataset_sources"] and len(meta["dataset_sources"]) == 2
+    assert meta["dataset_sources"] == [f"{OWNER}/ffdv-utils"]  # what staging makes, nothing it does not
     assert all("<username>" not in s for s in meta["dataset_sources"])
     assert check_staged(staged) == []
 

@@ -44,13 +44,21 @@ print(f"run folder: {run.dir}")
 print(f"data root:  {run.data_root}")"""
 
 
+DATA_HOWTO = ("**Your data**: set `data_root` in the parameters cell below to the folder holding `train_label.txt`, "
+              "`val_label.txt` and `trainset/`, `valset/`, `testset/` (or set `$FFDV_DATA_ROOT`; from the command "
+              "line, `papermill ... -p data_root DIR` or `python -m ffdv_utils pipeline --data-root DIR`; on Kaggle "
+              "the attached competition data is found by itself). No data yet? `python -m ffdv_utils sample-data "
+              "--out DIR` writes a small sample into `DIR/data`. Choose a `run_name` per experiment: a run name is "
+              "a folder, `outputs/<run_name>/`.")
+
+
 def notebook(name: str, title: str, intro: str, imports: str,
              cells: list[tuple[str, str]]) -> tuple[nbformat.NotebookNode, dict]:
     groups = schema.NOTEBOOK_GROUPS[name]
     nb = new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
-    nb.cells.append(new_markdown_cell(f"# {title}\n\n{intro}"))
+    nb.cells.append(new_markdown_cell(f"# {title}\n\n{intro}\n\n{DATA_HOWTO}"))
     nb.cells.append(new_code_cell(f'{imports}\nfrom ffdv_utils.core.config import collect_params\n'
                                   f'from ffdv_utils.core.runs import start_run\n\nNOTEBOOK = "{name}"'))
     pc = new_code_cell(params_cell(groups))

@@ -1,6 +1,7 @@
 """``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
 
-Commands: demo, pipeline, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push, check).
+Commands: demo, pipeline, params, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push,
+check).
 
 Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
 import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
@@ -30,6 +31,28 @@ def _pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _params(args: argparse.Namespace) -> int:
+    """One notebook's parameters, merged as the runner merges them, as YAML (for papermill -f: only the keys the
+    notebook declares, so papermill has no unknown parameter to warn about)."""
+    import yaml
+
+    from ..core.runner import resolve_notebook_params, select_notebooks
+
+    names = select_notebooks(args.notebook)
+    if len(names) != 1:
+        raise ConfigError(f"params takes one notebook, {args.notebook!r} names {len(names)}")
+    overrides = {k: parse_value(v) for k, v in args.param}
+    resolved = resolve_notebook_params(names, args.file, overrides)[names[0]]
+    text = (f"# {names[0]} parameters from {', '.join(args.file) or 'its defaults'}: papermill "
+            f"notebooks/{names[0]}.ipynb OUT.ipynb -f THIS.yaml -k python3\n"
+            + yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        print(text, end="")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     overrides = {k: parse_value(v) for k, v in args.param}
     demo(args.run, n=args.n, seed=args.seed, files=args.file, overrides=overrides)
@@ -50,7 +73,7 @@ def _score(args: argparse.Namespace) -> int:
     for name, s in zip(table.video_name, table.score):
         print(f"{name},{s:.6f}")
     for path, status in zip(args.videos, table.status):
-        if status.startswith("fallback"):  # still scored (the fallback value), but the caller should know
+        if status != "ok":  # still scored (a fallback value, or on what the file has), but the caller should know
             print(f"warning: {path}: {status}", file=sys.stderr)
     return 0
 
@@ -83,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no papermill progress bars")
     _add_common(p)
     p.set_defaults(func=_pipeline)
+
+    p = sub.add_parser("params", help="one notebook's merged parameters as YAML, for papermill -f")
+    p.add_argument("notebook", help="notebook name or number, e.g. 03")
+    p.add_argument("-o", "--out", default=None, help="write the YAML here (default: print it)")
+    _add_common(p)
+    p.set_defaults(func=_params)
 
     p = sub.add_parser("demo", help="make the sample dataset and run the whole pipeline on it")
     p.add_argument("--run", default="demo")
@@ -117,7 +146,8 @@ def _user_errors() -> tuple[type, ...]:
     are asked, so a light command (sample-data, bench extraction) never imports torch just to catch errors."""
     errors: list[type] = [ConfigError, FileNotFoundError]
     for module, name in (("data.labels", "DataError"), ("models.rules", "ModelRuleError"),
-                         ("inference.submission", "SubmissionError"), ("core.runner", "PipelineError")):
+                         ("inference.submission", "SubmissionError"), ("core.runner", "PipelineError"),
+                         ("features.extract", "DiskFullError")):
         mod = sys.modules.get(f"ffdv_utils.{module}")
         if mod is not None:
             errors.append(getattr(mod, name))
@@ -133,10 +163,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as exc:
+        why = library_load_failure(exc)
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
         if not isinstance(exc, _user_errors()):
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def address_space_limit() -> str:
+    """The process's address-space limit (``ulimit -v``) in words."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return "unknown"
+    return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft / 2**30:.1f} GiB"
+
+
+def library_load_failure(exc: BaseException) -> str:
+    """What a shared library that could not be mapped means ('' for any other error)."""
+    text = str(exc)
+    if not isinstance(exc, (ImportError, OSError)) or not any(
+            t in text.lower() for t in ("failed to map segment", "cannot allocate memory")):
+        return ""
+    return (f"a library could not be loaded ({type(exc).__name__}: {text.strip()}): the process could not map it "
+            f"into memory. Its address-space limit (ulimit -v) is {address_space_limit()}, and torch maps several "
+            "GiB of shared libraries when it is imported (the CUDA build more than the CPU one), whatever the device. "
+            "Raise the limit (ulimit -v unlimited, or 8 GiB at least) or install the CPU build of torch "
+            "(pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 
 
 def demo(run: str = "demo", n: int = 100, seed: int = 0, files: Sequence[str | Path] = (),

@@ -7,9 +7,11 @@ so a crash never leaves a torn checkpoint, cache entry, manifest or ``prediction
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Union
@@ -71,3 +73,32 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+# what a full disk looks like when the writer does not pass ENOSPC on: numpy's short write ("N requested and M
+# written", no errno) and torch's zip writer ("unexpected pos", "failed writing file")
+_FULL_DISK_TEXT = ("no space left on device", "disk quota exceeded", "requested and", "unexpected pos",
+                   "failed writing file")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Does ``exc`` (or an exception it was raised from) say that a write found the disk full?"""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(exc, (OSError, RuntimeError)) and any(t in str(exc).lower() for t in _FULL_DISK_TEXT):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """The free space on ``path``'s disk, for a message ('unknown' when it cannot be read)."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free"
+    except OSError:
+        return "free space unknown"

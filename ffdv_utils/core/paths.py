@@ -173,4 +173,6 @@ def find_data_root(data_root: str | os.PathLike | None = None) -> Path:
     if found is not None:
         return found
     tried.append(f"{KAGGLE_INPUT} (no folder with train_label.txt or testset/)")
-    raise ConfigError("no data root: pass data_root (parameter or --data-root); tried " + "; ".join(tried))
+    raise ConfigError("no data root: set data_root (the notebook's parameters cell, -p data_root DIR, --data-root DIR) "
+                      "or $FFDV_DATA_ROOT; tried " + "; ".join(tried) +
+                      ". No data yet? python -m ffdv_utils sample-data --out DIR writes a sample (DIR/data)")

@@ -90,12 +90,19 @@ def training_curves(history: pd.DataFrame, path: str | Path | None = None) -> pl
     if "val_log_loss" in history:
         a.plot(history.epoch, history.val_log_loss, marker="o", label="val log loss")
     a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.set_title("loss")
     a.legend()
-    for col in ("val_auc", "val_tpr@fpr=1e-2", "val_tpr@fpr=1e-3"):
+    # the two TPR lines often coincide (few validation clips): distinct styles keep both visible
+    styles = {"val_auc": dict(marker="o", ls="-", ms=6),
+              "val_tpr@fpr=1e-2": dict(marker="s", ls="--", ms=7, mfc="none"),
+              "val_tpr@fpr=1e-3": dict(marker="^", ls=":", ms=4)}
+    for col, style in styles.items():
         if col in history:
-            b.plot(history.epoch, history[col], marker="o", label=col.replace("val_", ""))
+            b.plot(history.epoch, history[col], label=col.replace("val_", ""), **style)
     b.set_ylim(-0.02, 1.02)
     b.set_xlabel("epoch")
+    b.set_ylabel("AUC / TPR at the FPR")
     b.legend()
     b.set_title("validation")
     fig.tight_layout()
@@ -106,12 +113,14 @@ def draw_roc(ax: plt.Axes, curves: Mapping[str, tuple[Sequence[float], Sequence[
              fpr_floor: float = 1e-3, fontsize: int = 8) -> plt.Axes:
     """ROC curves {label: (y_true, score)} on ``ax``, AUC in the legend; a log FPR axis from ``fpr_floor`` shows the
     low-FPR region the tie-break uses (TPR at FPR = 1e-3). Curves with one class only are left out."""
-    for label, (y, s) in curves.items():
+    styles = ("-", "--", "-.", ":")  # curves that coincide (or nearly) stay visible one over the other
+    for i, (label, (y, s)) in enumerate(curves.items()):
         y, s = np.asarray(y, float), np.asarray(s, float)
         if len(np.unique(y)) < 2:
             continue
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(np.maximum(fpr, fpr_floor / 10) if log_fpr else fpr, tpr, label=f"{label} (AUC {auc(y, s):.3f})")
+        ax.plot(np.maximum(fpr, fpr_floor / 10) if log_fpr else fpr, tpr, label=f"{label} (AUC {auc(y, s):.3f})",
+                ls=styles[i % len(styles)], lw=2.2 - 0.4 * (i % 3), alpha=0.85)
     if log_fpr:
         ax.set_xscale("log")
         ax.set_xlim(fpr_floor, 1)

@@ -1,7 +1,7 @@
 """Progress that stays readable: a live bar where someone watches it, a few summary lines everywhere else.
 
 Every progress bar of the workspace comes from :func:`progress_bar`. It returns a tqdm bar (``tqdm.auto``: a widget
-in a notebook that has ipywidgets, text otherwise) when :func:`progress_mode` says ``"bar"``, and otherwise a
+in a notebook, ipywidgets being a dependency; text otherwise) when :func:`progress_mode` says ``"bar"``, and otherwise a
 :class:`LogProgress` with the same interface that prints at most four lines: when a quarter, half and three
 quarters of the total are done, and when it closes (count, elapsed time, rate). A bar redrawn with carriage
 returns is one line on a terminal but one line *per update* in a log file, in CI, and in the output papermill
@@ -82,8 +82,24 @@ def progress_bar(iterable: Iterable | None = None, *, total: float | None = None
         return LogProgress(iterable, total=total, desc=desc, unit=unit, leave=leave, file=file)
     from tqdm.auto import tqdm
 
+    known = total if total is not None else _length(iterable)
+    if known == 0:
+        mode = "off"  # nothing to do (all cached): no '0clip [00:00, ?clip/s]' bar
+    if known and "bar_format" not in tqdm_kwargs:
+        tqdm_kwargs["bar_format"] = BAR_FORMAT  # the rate always as units per second, never flipped to s/unit
     return tqdm(iterable, total=total, desc=desc, unit=unit, disable=mode == "off", leave=leave, file=file,
                 **tqdm_kwargs)
+
+
+# tqdm's default layout with ``rate_noinv_fmt``: its default turns "0.5 clip/s" into "2.00s/clip" mid-run
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
+
+
+def _length(iterable: Iterable | None) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except (TypeError, AttributeError):
+        return None
 
 
 def _duration(seconds: float) -> str:
@@ -97,7 +113,7 @@ def _duration(seconds: float) -> str:
 
 
 def _number(x: float) -> str:
-    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 0.01 else f"{x:.1e}"
 
 
 class LogProgress:
@@ -188,7 +204,7 @@ class LogProgress:
         parts = [f"{head} {'in' if done else 'after'} {_duration(elapsed)}"]
         if elapsed > 0 and self.n:
             rate = self.n / elapsed
-            parts.append(f"{_number(rate)} {self.unit}/s" if rate >= 1 else f"{_number(1 / rate)} s/{self.unit}")
+            parts.append(f"{_number(rate)} {self.unit}/s")  # one unit throughout, however slow
             if not done and self.total:
                 parts.append(f"about {_duration((self.total - self.n) / rate)} left")
         if self.postfix:

@@ -8,6 +8,7 @@ A key that no notebook declares is an error (a typo must not be silently ignored
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from .config import load_params, read_yaml
 from .errors import ConfigError
 from .files import read_json
+from .metrics import tpr_label
 from .paths import (
     NOTEBOOKS,
     check_run_name,
@@ -28,6 +30,7 @@ from .paths import (
 )
 from .progress import ENV_VAR as PROGRESS_ENV
 from .progress import progress_mode
+from .schema import TRAINING, with_defaults
 
 KERNEL = "python3"
 
@@ -155,10 +158,45 @@ def run_pipeline(run: str, data_root: str | Path | None = None, files: Sequence[
         try:
             execute_notebook(notebook_path(name), out_nb, per_nb[name], progress=progress, log_output=log_output)
         except pm.PapermillExecutionError as exc:
+            _print_warnings(run, name, out_nb)
             raise PipelineError(f"notebook {name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}\n"
                                f"the executed notebook with the full traceback is {out_nb}") from None
+        _print_warnings(run, name, out_nb)
         print(f"[{run}] {name} done in {time.time() - t0:.0f} s", flush=True)
     return folder
+
+
+WARNING_LINE = re.compile(r"^(?P<file>\S.*?):(?P<line>\d+): (?P<category>\w*Warning): (?P<message>.*)$")
+
+
+def notebook_warnings(path: str | Path) -> list[str]:
+    """The workspace's warnings in an executed notebook (``Category: message``, each once): the ones the package
+    or a notebook cell raised (clips left out, odd data), not the third-party libraries' deprecation notices."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+    except Exception:  # a notebook papermill could not even write has no warnings to show
+        return []
+    found: list[str] = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "stream" or out.get("name") != "stderr":
+                continue
+            for line in str(out.get("text", "")).splitlines():
+                m = WARNING_LINE.match(line)
+                if not m:
+                    continue
+                ours = "ffdv_utils" in m["file"] or "ipykernel_" in m["file"] or m["category"] == "DataWarning"
+                text = f"{m['category']}: {m['message']}"
+                if ours and text not in found:
+                    found.append(text)
+    return found
+
+
+def _print_warnings(run: str, name: str, executed: Path) -> None:
+    for text in notebook_warnings(executed):
+        print(f"[{run}] {name} warning: {text}", file=sys.stderr, flush=True)
 
 
 def execute_notebook(src: str | Path, dst: str | Path, parameters: Mapping[str, Any] | None = None,
@@ -179,17 +217,47 @@ def execute_notebook(src: str | Path, dst: str | Path, parameters: Mapping[str, 
                             config=kernel_config())
 
 
+def strip_tracked_outputs(model: dict, path: str, contents_manager: Any = None, **kwargs: Any) -> None:
+    """JupyterLab's pre-save hook (``.jupyter/jupyter_server_config.py``, ``make lab``): a tracked notebook
+    (``notebooks/NN_*.ipynb`` of this workspace) is saved without outputs or execution counts, so saving never
+    dirties the repository; any other notebook (a copy in a run folder) is saved as it is."""
+    if model.get("type") != "notebook":
+        return
+    root = Path(getattr(contents_manager, "root_dir", None) or project_root())
+    full = (root / str(path).lstrip("/")).resolve()
+    if full.parent != notebooks_dir().resolve() or not re.match(r"\d\d_.+\.ipynb$", full.name):
+        return
+    for cell in model.get("content", {}).get("cells", []):
+        if cell.get("cell_type") == "code":
+            cell["outputs"], cell["execution_count"] = [], None
+
+
 def summary(folder: Path) -> None:
     """Print where a run's results are and its headline figures."""
     metrics_path = folder / "metrics.json"
     lines = [f"run folder:        {folder}"]
     if metrics_path.is_file():
         m = read_json(metrics_path)
-        lines.append(f"validation AUC:    {m.get('val_auc', float('nan')):.4f}   "
-                     f"TPR@FPR=1e-3: {m.get('val_tpr@fpr=1e-3', float('nan')):.3f}")
+        n_real = m.get("val_n_real")
+        tpr = m.get("val_tpr@fpr=1e-3", float("nan"))
+        tpr_text = tpr_label(tpr, n_real, 1e-3) if n_real is not None else f"{tpr:.3f}"
+        lines.append(f"validation AUC:    {m.get('val_auc', float('nan')):.4f}   TPR@FPR=1e-3: {tpr_text}")
+        history = folder / "history.csv"
+        if "best_epoch" in m and history.is_file():
+            epochs = max(0, sum(1 for _ in history.open(encoding="utf-8")) - 1)
+            recorded = read_yaml(folder / "params.yaml") if (folder / "params.yaml").is_file() else {}
+            select = with_defaults(recorded, TRAINING)["select_metric"]
+            lines.append(f"model kept:        epoch {m['best_epoch']} of {epochs} (best validation {select}, on "
+                         f"{m.get('val_n', '?')} validation clips)")
         if "test_auc" in m:
             lines.append(f"sample test AUC:   {m['test_auc']:.4f}")
     pred = folder / "prediction.csv"
     lines.append(f"prediction.csv:    {pred if pred.is_file() else '(not written)'}")
     lines.append(f"executed notebooks: {folder / 'notebooks'}")
+    siblings = sorted(p for p in folder.parent.glob(f"{folder.name}-*") if p.is_dir())
+    if siblings:
+        size = sum(f.stat().st_size for p in siblings for f in p.rglob("*") if f.is_file())
+        lines.append(f"beside it:         {len(siblings)} run folder(s) of 04/05's variants and candidates, "
+                     f"{size / 2**20:.0f} MiB ({', '.join(p.name for p in siblings[:4])}"
+                     f"{', ...' if len(siblings) > 4 else ''}); remove them with rm -r {folder}-*")
     print("\n".join(lines), file=sys.stdout, flush=True)

@@ -69,19 +69,15 @@ def start_run(params: Mapping[str, Any], notebook: str) -> Run:
     Writes ``params/<notebook>.yaml`` (this notebook's values) and merges them into ``params.yaml``
     (the whole run), plus ``environment.json``. ``data_root`` is resolved here, once (the parameter,
     ``$FFDV_DATA_ROOT``, or a Kaggle input folder), recorded as that absolute path and handed to the stages as
-    ``run.data_root``; a ``data_root`` that names no folder is an error now rather than deep inside a notebook.
-    With none given and none to be found, ``run.data_root`` is None and the first stage that needs the data says so.
+    ``run.data_root``; a ``data_root`` that names no folder, or none given and none to be found, is an error now
+    rather than deep inside a notebook. Everything is checked before anything is written, so a run that cannot start
+    leaves the record of the run before it (its ``params.yaml`` beside its results) as it was.
     """
     params = dict(params)
     name = check_run_name(str(with_defaults(params, RUN)["run_name"]))
     root: Path | None = None
-    if params.get("data_root") not in (None, ""):
-        root = find_data_root(params["data_root"])  # raises ConfigError naming the value
-    elif "data_root" in params:
-        try:
-            root = find_data_root(None)
-        except ConfigError:
-            root = None
+    if "data_root" in params:
+        root = find_data_root(params["data_root"])  # raises ConfigError naming the value or what was tried
     if root is not None:
         params["data_root"] = str(root)
     folder = run_dir(name)

@@ -2,13 +2,15 @@
 
 Label-file rule (``train_label.txt``, ``val_label.txt``): CSV, first line a header whose first two columns
 are ``video_name`` and ``target`` (``label`` is accepted for ``target``); further columns are ignored. A BOM,
-CRLF line ends, whitespace around cells and blank lines are tolerated. A missing header, a target other than
-0/1, an empty name or a name listed twice is an error naming the file and line. Names are matched with or
-without the ``.mp4`` suffix.
+CRLF line ends, whitespace around cells and blank lines are tolerated. The text is UTF-8 (UTF-16 or UTF-32 with a
+byte-order mark is read too); any other bytes are an error naming the file, line and byte. A missing header, a
+target other than 0/1, an empty name or a name listed twice is an error naming the file and line. Names are matched
+with or without the ``.mp4`` suffix.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -36,12 +38,43 @@ class DataWarning(UserWarning):
     """Something odd in the data that the run survives (names without files, files without labels)."""
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def decode_text(raw: bytes, path: str | os.PathLike) -> str:
+    """A label or template file's text: UTF-8, or UTF-8/16/32 with a byte-order mark, decoded strictly.
+
+    Anything else is refused, naming the file, the line and the byte, and how to fix it: a name decoded wrongly
+    would match no clip and be left out.
+    """
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\x00" in raw:
+        line = raw[: raw.index(b"\x00")].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: NUL bytes: the file looks like UTF-16 without a byte-order mark; "
+                        "save it as UTF-8 (e.g. iconv -f UTF-16LE -t UTF-8)")
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1 if encoding.startswith("utf-8") else "?"
+        byte = raw[exc.start: exc.start + 1].hex()
+        if encoding.startswith("utf-8"):
+            start = raw.rfind(b"\n", 0, exc.start) + 1
+            end = raw.find(b"\n", exc.start)
+            as_latin1 = raw[start: end if end >= 0 else len(raw)].decode("cp1252", errors="replace").strip()
+            raise DataError(f"{path}:{line}: byte 0x{byte} at offset {exc.start} is not UTF-8 (read as Latin-1 the "
+                            f"line is {as_latin1!r}); save the file as UTF-8, e.g. "
+                            "iconv -f LATIN1 -t UTF-8 OLD > NEW") from None
+        raise DataError(f"{path}: not valid {encoding.upper()} despite its byte-order mark (byte 0x{byte} at offset "
+                        f"{exc.start}); save the file as UTF-8") from None
+
+
 def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = decode_text(raw, path)
     rows = []
     for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         cells = [c.strip() for c in row]

@@ -9,7 +9,6 @@ with the finished entries kept. Workers start from a forkserver and use one thre
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import json
 import multiprocessing as mp_
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import params_hash
-from ..core.files import atomic_write, file_stamp
+from ..core.files import atomic_write, file_stamp, is_disk_full
 from ..core.progress import progress_bar
 from ..media.decode import MediaError, load_audio, load_frames
 from .cache import (
@@ -143,7 +142,7 @@ def _work(task: tuple[str, str]) -> dict:
     except MediaError as e:
         row.update(status="error", stage=stage, error=e.message)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):  # not the clip's fault: the parent stops the run
+        if is_disk_full(e):  # not the clip's fault (ENOSPC, or numpy's short write): the parent stops the run
             row.update(status="disk_full", stage="write", error=f"{type(e).__name__}: {e}")
         else:
             row.update(status="error", stage=stage if stage == "write" else _W["kind"],
@@ -308,7 +307,7 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
             if errors_csv is not None:
                 _write_errors(Path(errors_csv), errors)
         except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            if not is_disk_full(exc):
                 raise
             # a full disk: the entries written so far are whole files and the next run recovers them
             warnings.warn(f"{root}: could not write the manifest ({exc}); finished entries are recovered next run",

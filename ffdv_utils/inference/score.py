@@ -10,7 +10,10 @@ clips in the middle, which costs the least AUC when nothing is known), and it is
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -30,6 +33,7 @@ from ..detector import NETWORK, Detector, load_detector
 from ..features.batches import ClipDataset, batch_loader
 from ..features.clips import clip_features
 from ..features.embeddings import attach_embeddings
+from ..media.decode import probe_video
 from ..models.checkpoint import Checkpoint, checkpoint_path
 from ..models.registry import model_inputs
 from ..training.evaluate import predict_loader
@@ -42,6 +46,25 @@ ENSEMBLE_METHODS = ("mean", "rank")
 def _cached_detector(path: str, stamp: str, device: str) -> Detector:
     # ``stamp`` (size:mtime) is part of the key so a retrained checkpoint at the same path is loaded again
     return load_detector(path, device)
+
+
+def path_problem(path: str | os.PathLike) -> str:
+    """Why ``path`` cannot be read as a video file ('' when it is a regular file): never raises."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop"
+        if exc.errno == errno.ENOENT:
+            return "file not found"
+        return f"cannot read ({exc.strerror or exc})"
+    except (ValueError, TypeError) as exc:  # a NUL byte in the name, a path that is not text
+        return f"unusable path ({exc})"
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory, not a video file"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    return ""
 
 
 def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], clips: pd.DataFrame, tta: int = 1,
@@ -65,7 +88,8 @@ def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], 
     if "exists" not in clips:
         clips = clips.assign(exists=[Path(x).is_file() for x in clips.path])
     status = np.array(["ok"] * len(clips), dtype=object)
-    status[~clips.exists.to_numpy(bool)] = "fallback: file not found"
+    for i in np.flatnonzero(~clips.exists.to_numpy(bool)):
+        status[i] = f"fallback: {path_problem(clips.path[i]) or 'file not found'}"
     scores = np.full(len(clips), np.nan)
     parts: dict[str, np.ndarray] = {}  # with joined scores: the network's and each part's
     present = clips[clips.exists.to_numpy(bool)].reset_index()
@@ -171,15 +195,30 @@ def score_table(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.
     """video_name, path, score, status for many files with one model load (what ``score`` prints)."""
     ckpt = checkpoint_path(run_or_checkpoint)
     detector = _cached_detector(str(ckpt), file_stamp(ckpt), device)
+    # realpath, not Path.resolve: a symlink loop among the paths must give that path a row, not end the batch
     clips = pd.DataFrame({"video_name": [Path(p).name for p in paths],
-                          "path": [str(Path(p).expanduser().resolve()) for p in paths]})
+                          "path": [os.path.realpath(os.path.expanduser(os.fspath(p))) for p in paths]})
+    problems = [path_problem(p) for p in clips.path]
+    clips["exists"] = [not why for why in problems]
     # one name per clip within a call (the feature cache is keyed by name); the cache itself notices when a name
     # points at another file than the one its entry was made from, and recomputes
     names = list(clips.video_name)
-    clips["video_name"] = [n if names.count(n) == 1 else f"{i}_{n}" for i, n in enumerate(names)]
+    counts = Counter(names)  # one pass: a count per name inside the comprehension would be quadratic
+    clips["video_name"] = [n if counts[n] == 1 else f"{i}_{n}" for i, n in enumerate(names)]
     scores = predict_clips(detector, detector.params, clips, tta=tta, device=device, progress=progress)
+    status = scores.status.to_numpy(object).copy()
+    for i in np.flatnonzero(np.isin(status, ("ok", "no_audio"))):
+        if not has_video_stream(clips.path[i]):  # a sound file named .mp4: scored on what it has, and said so
+            status[i] = "no_video" if status[i] == "ok" else "no_audio, no_video"
     return pd.DataFrame({"video_name": names, "path": clips.path, "score": scores.score.astype(float),
-                         "status": scores.status})
+                         "status": status})
+
+
+def has_video_stream(path: str | os.PathLike) -> bool:
+    """Does the container hold a video stream? (read from its header; True when it cannot be read: the decoders
+    have reported on it already)"""
+    info = probe_video(path)
+    return bool(info["error"]) or bool(info["video_codec"] or info["width"])
 
 
 def score_video(path: str | os.PathLike, run_or_checkpoint: str | os.PathLike, device: str = "auto") -> float:

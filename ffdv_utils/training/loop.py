@@ -23,7 +23,9 @@ order depends on (seed, epoch) only, so a run resumed from ``last.pt`` continues
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
@@ -40,7 +42,7 @@ from ..core import metrics
 from ..core.config import params_hash
 from ..core.device import amp_dtype, configure_backends, resolve_device
 from ..core.errors import ConfigError
-from ..core.files import atomic_path, read_json, write_json
+from ..core.files import atomic_path, free_space, is_disk_full, read_json, write_json
 from ..core.params import RunParams, TrainingParams
 from ..core.paths import run_dir
 from ..core.progress import progress_bar
@@ -48,6 +50,7 @@ from ..core.runs import Run
 from ..core.schema import TRAIN_DEFAULTS, with_defaults
 from ..detector import NETWORK, SCORERS, Detector, scorers_from_params
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
+from ..features.extract import DiskFullError
 from ..features.embeddings import PseudoEmbeddings, attach_embeddings
 from ..models.checkpoint import Checkpoint
 from ..models.registry import build_model, model_inputs, pretrained_record, resolve_model_params
@@ -104,9 +107,18 @@ def build_scheduler(opt: torch.optim.Optimizer,
 
 
 def save_checkpoint(obj: Any, path: Path) -> None:
-    """``torch.save`` through ``core.files.atomic_path``: a kill never leaves a torn checkpoint (``last.pt``)."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """``torch.save`` through ``core.files.atomic_path``: a kill never leaves a torn checkpoint, and a full disk is
+    said as such (DiskFullError), with the previous checkpoint left as it was."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFullError(f"{path}: the disk is full while saving the checkpoint ({free_space(path)}; "
+                            f"{type(exc).__name__}: {str(exc).strip()[:200]}). Nothing torn was left: the previous "
+                            f"{path.name}, if any, is as it was. Free some space (or set FFDV_OUTPUTS to a larger "
+                            "disk) and run again with the same parameters to resume") from exc
 
 
 def make_loader(ds: ClipDataset, params: TrainingParams | Mapping[str, Any], device: torch.device, train: bool,
@@ -198,6 +210,7 @@ class Session:
     start_epoch: int = 0
     best_score: float = -math.inf
     history: list[dict] = field(default_factory=list)
+    data: dict = field(default_factory=dict)  # what the run trains on (``data_identity``), stored in ``last.pt``
 
     @property
     def model(self) -> nn.Module:
@@ -280,29 +293,38 @@ def set_up(params: Mapping[str, Any], run: Run | None, train_ds: ClipDataset | N
                 make_loader(val_ds, t, device, train=False, rank=rank, world=world), opt, build_scheduler(opt, t),
                 torch.amp.GradScaler("cuda", enabled=amp == torch.float16), device, amp, bank, record, rank, world,
                 own_group)
+    s.data = data_identity(p, train_ds, val_ds)
     resume(s)
     s.train_model = wrap_for_training(model, t, device, world)
     return s
 
 
 def resume(s: Session) -> None:
-    """Continue from ``last.pt`` when ``resume`` is on and it was written with the same training parameters."""
+    """Continue from ``last.pt`` when ``resume`` is on and it was written with the same training parameters on the
+    same data (``data_identity``); a fresh start removes an earlier training's ``best.pt``."""
     last = s.path("last.pt")
-    if not (s.t.resume and last.is_file()):
-        return
-    state = torch.load(last, map_location="cpu", weights_only=False)
-    if state.get("params_key") != params_hash(_train_key(s.p)):
-        if s.rank == 0:
-            print(f"{last} was written with other parameters; starting from scratch")
-        return
-    s.model.load_state_dict(state["model"])
-    s.opt.load_state_dict(state["optimizer"])
-    s.sched.load_state_dict(state["scheduler"])
-    s.scaler.load_state_dict(state["scaler"])
-    s.start_epoch, s.best_score, s.history = state["epoch"] + 1, state["best_score"], state["history"]
-    set_rng_state(state["rng"])
-    if s.progress:
-        print(f"resuming {s.run.name} at epoch {s.start_epoch + 1} (best {s.t.select_metric} {s.best_score:.4f})")
+    if s.t.resume and last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        other_data = other_data_reason(state.get("data"), s.data)
+        if state.get("params_key") != params_hash(_train_key(s.p)):
+            if s.rank == 0:
+                print(f"{last} was written with other parameters; starting from scratch")
+        elif other_data:
+            if s.rank == 0:
+                print(f"{last} was trained on other data ({other_data}); starting from scratch")
+        else:
+            s.model.load_state_dict(state["model"])
+            s.opt.load_state_dict(state["optimizer"])
+            s.sched.load_state_dict(state["scheduler"])
+            s.scaler.load_state_dict(state["scaler"])
+            s.start_epoch, s.best_score, s.history = state["epoch"] + 1, state["best_score"], state["history"]
+            set_rng_state(state["rng"])
+            if s.progress:
+                print(f"resuming {s.run.name} at epoch {s.start_epoch + 1} "
+                      f"(best {s.t.select_metric} {s.best_score:.4f})")
+            return
+    if s.rank == 0:
+        s.path("best.pt").unlink(missing_ok=True)  # a fresh start: an earlier training's best.pt must not stand in
 
 
 def wrap_for_training(model: nn.Module, t: TrainingParams, device: torch.device, world: int) -> nn.Module:
@@ -377,7 +399,7 @@ def end_epoch(s: Session, epoch: int, row: dict[str, Any]) -> None:
     save_checkpoint({"model": s.model.state_dict(), "optimizer": s.opt.state_dict(), "scheduler": s.sched.state_dict(),
                      "scaler": s.scaler.state_dict(), "epoch": epoch, "best_score": s.best_score,
                      "history": s.history, "rng": rng_state(), "params_key": params_hash(_train_key(p)),
-                     "params": dict(p), **s.record.pretrained}, s.path("last.pt"))
+                     "data": s.data, "params": dict(p), **s.record.pretrained}, s.path("last.pt"))
     pd.DataFrame(s.history).to_csv(s.run.path("history.csv"), index=False)
     if s.progress:
         print(f"epoch {epoch + 1}/{t.epochs}: loss {row['train_loss']:.4f}  val AUC {m['auc']:.4f}  "
@@ -442,11 +464,42 @@ def fit_parts(s: Session, idx: np.ndarray, scores: np.ndarray, best: Checkpoint)
     return columns, extra
 
 
+def clips_digest(ds: ClipDataset) -> str:
+    """SHA-256 of a dataset's clips: names and targets, and each clip's absolute path where known."""
+    h = hashlib.sha256()
+    paths = [os.path.abspath(x) for x in ds.clips["path"]] if (
+        ds.clips is not None and "path" in ds.clips) else [""] * len(ds.names)
+    for name, target, path in zip(ds.names, ds.targets.tolist(), paths):
+        h.update(f"{name}\t{target}\t{path}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def data_identity(p: Mapping[str, Any], train_ds: ClipDataset, val_ds: ClipDataset) -> dict:
+    """What a training was trained on: the data root and a digest of the train and validation clips (names,
+    labels, files). Stored in ``last.pt``; a run is resumed only on the same data."""
+    root = p.get("data_root")
+    return {"data_root": os.path.abspath(str(root)) if root not in (None, "") else None,
+            "train": clips_digest(train_ds), "val": clips_digest(val_ds),
+            "n_train": len(train_ds), "n_val": len(val_ds)}
+
+
+def other_data_reason(saved: Mapping[str, Any] | None, now: Mapping[str, Any]) -> str:
+    """Why a checkpoint's data differs from the data at hand ('' when it is the same)."""
+    if not saved:
+        return "the checkpoint does not record its data"
+    if saved.get("data_root") != now["data_root"] and saved.get("data_root") and now["data_root"]:
+        return f"data root {saved['data_root']}, now {now['data_root']}"
+    why = [f"{part} clips: {saved.get('n_' + part)} then, {now['n_' + part]} now, names, labels or files differ"
+           for part in ("train", "val") if saved.get(part) != now[part]]
+    return "; ".join(why)
+
+
 def _train_key(p: Mapping[str, Any]) -> dict:
     """The parameters that must match for a checkpoint to be resumed (not progress, workers, resume, device...).
 
-    ``data_root`` is left out too: where the data lives (a relative path, a Kaggle mount) is not how the model
-    trains, so a run launched by torchrun with ``--data-root`` resumes in the notebook that found the data itself.
+    ``data_root`` is left out too: the data is compared on its own (``data_identity``: the resolved root and the
+    clips), so a run launched by torchrun with ``--data-root`` resumes in the notebook that found the data itself,
+    while the same run name pointed at other data starts from scratch.
     So are the joined scores' settings: they are fitted after training (``fit_parts``), so a finished run whose
     weight or groups changed resumes with nothing to train and is joined anew.
     """
