@@ -2,7 +2,7 @@
 
 Subpackages follow the data flow, and imports only run downward (``tests/test_import_layers.py``)::
 
-    core < sample_data < media < data < models < features < training < inference < experiments < bench < cli
+    core < sample_data < media < data < pseudo < models < features < selfsup < training < inference < experiments < bench < cli
 
 See docs/structure.md.
 """

@@ -13,7 +13,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "ffdv_utils"
 
 # lowest first; a module may import its own subpackage and anything below it
-LAYERS = ("core", "sample_data", "media", "data", "pseudo", "models", "features", "training", "inference", "experiments",
+LAYERS = ("core", "sample_data", "media", "data", "pseudo", "models", "features", "selfsup", "training", "inference", "experiments",
           "bench", "cli")
 ENTRY = {"ffdv_utils", "ffdv_utils.__main__", "ffdv_utils.train"}  # entry points, above every layer
 LAZY_ALLOWED = ("cli",)  # the CLI imports stages inside its commands on purpose (see cli/main.py)
