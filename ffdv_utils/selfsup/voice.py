@@ -24,7 +24,7 @@ from torch import nn
 
 from ..media.decode import load_audio
 from .common import COMMON_DEFAULTS, ClipCache, SelfSupModel, WindowSet, device_of, train_net
-from .vocoders import available_vocoders, resynthesise
+from .vocoders import available_vocoders, codec_roundtrip, resynthesise
 
 __all__ = ["VoiceModel", "VOICE_DEFAULTS", "fit", "log_spectrogram", "speech_windows", "SpecCNN"]
 
@@ -35,12 +35,14 @@ VOICE_DEFAULTS: dict[str, Any] = {
     "hop": 160,
     "win": 64,                  # frames per window (0.64 s at a 10 ms hop)
     "train_seconds": 10.0,      # audio per training clip that is re-synthesised
-    "train_windows": 12,        # windows kept per training clip (each with every vocoder's copy)
+    "train_windows": 12,        # stretches kept per training clip (each with every vocoder's copy)
+    "train_span": 2,            # a stretch is this many windows long; each draw crops one window at random
     "score_seconds": 30.0,      # audio read per scored clip
     "score_windows": 32,        # windows scored per clip at most (evenly spread over the speech)
     "vocoders": ["griffin_lim", "lpc", "phase_vocoder", "world"],
     "active_db": 30.0,          # a frame is speech-active within this many dB of the clip's loudest frame
     "dither_db": -60.0,         # white noise added to every version, relative to the clip's RMS (hides digital silence)
+    "codec_aug": 0.5,           # probability that each version (real and re-synthesised alike) passes a lossy codec
     "width": 16,                # channels of the first convolution
     "pool": "mean",             # clip score: "mean" of window probabilities or a quantile such as "q0.9"
     # "plain": the pooled probability that the clip's windows are re-synthesised. "relative": the clip's own windows
@@ -97,17 +99,20 @@ def _seed_of(path: Path) -> int:
 
 
 def train_entry(path: Path, p: Mapping[str, Any], seconds_key: str = "train_seconds",
-                windows_key: str = "train_windows") -> np.ndarray:
+                windows_key: str = "train_windows", span: int = 1) -> np.ndarray:
     """float16 (1 + n_vocoders, n_windows, win, bins): windows of the clip's audio, then of each vocoder's copy."""
     x = load_audio(path, p["sr"], p[seconds_key])
     if x.size < p["n_fft"]:
         raise ValueError("no audio (or under one FFT frame)")
     rng = np.random.default_rng(_seed_of(path))
     versions = [x] + [resynthesise(x, p["sr"], name, rng) for name in p["vocoders"]]
-    specs = [_pad_frames(log_spectrogram(_dither(v, p["dither_db"], rng), p["n_fft"], p["hop"]), p["win"])
+    if p.get("codec_aug", 0.0) > 0:
+        versions = [codec_roundtrip(v, p["sr"], rng) if rng.random() < p["codec_aug"] else v for v in versions]
+    length = p["win"] * span
+    specs = [_pad_frames(log_spectrogram(_dither(v, p["dither_db"], rng), p["n_fft"], p["hop"]), length)
              for v in versions]
-    starts = speech_windows(specs[0], p["win"], p[windows_key], p["active_db"])
-    return np.stack([np.stack([s[a:a + p["win"]] for a in starts]) for s in specs]).astype(np.float16)
+    starts = speech_windows(specs[0], length, p[windows_key], p["active_db"])
+    return np.stack([np.stack([s[a:a + length] for a in starts]) for s in specs]).astype(np.float16)
 
 
 def score_entry(path: Path, p: Mapping[str, Any]) -> np.ndarray:
@@ -125,8 +130,8 @@ _PREP_KEYS = ("sr", "n_fft", "hop", "win", "active_db", "dither_db", "version")
 
 
 def train_cache(p: Mapping[str, Any]) -> ClipCache:
-    prep = {k: p[k] for k in _PREP_KEYS + ("train_seconds", "train_windows", "vocoders")}
-    return ClipCache("voice-train", prep, partial(train_entry, p=prep))
+    prep = {k: p[k] for k in _PREP_KEYS + ("train_seconds", "train_windows", "train_span", "vocoders", "codec_aug")}
+    return ClipCache("voice-train", prep, partial(train_entry, p=prep, span=int(p["train_span"])))
 
 
 def relative_cache(p: Mapping[str, Any]) -> ClipCache:
@@ -165,16 +170,23 @@ class SpecCNN(nn.Module):
         return self.head(h).squeeze(1)
 
 
-def _take_train(arr: np.ndarray, w: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Half the draws the real window, the other half one vocoder's copy of it."""
-    v = 0 if rng.random() < 0.5 else int(rng.integers(1, arr.shape[0]))
-    return torch.from_numpy(np.asarray(arr[v, w], np.float32)), torch.tensor(float(v > 0))
+def _take_train(arr: np.ndarray, w: int, rng: np.random.Generator, win: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pair: a window cropped at random from a real stretch, and the same window of one vocoder's copy.
+
+    Pairs make the two sides share words, speaker and recording in every batch, and random crops keep the network
+    from memorising the few real windows of a small training set (which would make every unseen clip look fake).
+    """
+    a = int(rng.integers(0, arr.shape[2] - win + 1))
+    v = int(rng.integers(1, arr.shape[0]))
+    return (torch.from_numpy(np.asarray(arr[0, w, a:a + win], np.float32)),
+            torch.from_numpy(np.asarray(arr[v, w, a:a + win], np.float32)))
 
 
 def _loss(net: nn.Module, batch: Any) -> torch.Tensor:
     dev = next(net.parameters()).device
-    x, y = (t.to(dev, non_blocking=True) for t in batch)
-    return F.binary_cross_entropy_with_logits(net(x), y)
+    real, voc = (t.to(dev, non_blocking=True) for t in batch)
+    y = torch.cat([torch.zeros(len(real)), torch.ones(len(voc))]).to(dev)
+    return F.binary_cross_entropy_with_logits(net(torch.cat([real, voc])), y)
 
 
 def _pool(probs: np.ndarray, how: str) -> float:
@@ -206,7 +218,7 @@ class VoiceModel(SelfSupModel):
         if not keep:
             raise ValueError(f"no training clip could be read: {failures[:3]}")
         counts = [np.load(f, mmap_mode="r").shape[1] for f in keep]
-        data = WindowSet(keep, counts, _take_train, seed=int(p["seed"]),
+        data = WindowSet(keep, counts, partial(_take_train, win=int(p["win"])), seed=int(p["seed"]),
                          length=max(sum(counts), int(p["batch_size"])))
         config = {k: v for k, v in p.items() if k != "device"}
         model = cls(config)
