@@ -25,8 +25,8 @@ from scipy.signal import lfilter
 from ..media.decode import load_audio
 from ..sample_data.mp4 import write_mp4
 
-__all__ = ["codec_roundtrip", "VOCODERS", "available_vocoders", "resynthesise", "griffin_lim", "phase_vocoder", "lpc_vocoder",
-           "world_vocoder"]
+__all__ = ["codec_roundtrip", "VOCODERS", "available_vocoders", "resynthesise", "griffin_lim", "phase_vocoder",
+           "lpc_vocoder", "world_vocoder"]
 
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
