@@ -2,8 +2,8 @@
 
 Subpackages follow the data flow, and imports only run downward (``tests/test_import_layers.py``)::
 
-    core < sample_data < media < data < pseudo < models < features < detector < training < inference < experiments
-         < packaging < bench < cli
+    core < sample_data < media < data < pseudo < models < features < selfsup < detector < training < inference
+         < experiments < packaging < bench < cli
 
 See docs/structure.md.
 """

@@ -13,8 +13,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "ffdv_utils"
 
 # lowest first; a module may import its own subpackage and anything below it
-LAYERS = ("core", "sample_data", "media", "data", "pseudo", "models", "features", "detector", "training", "inference",
-          "experiments", "packaging", "bench", "cli")
+LAYERS = ("core", "sample_data", "media", "data", "pseudo", "models", "features", "selfsup", "detector", "training",
+          "inference", "experiments", "packaging", "bench", "cli")
 ENTRY = {"ffdv_utils", "ffdv_utils.__main__", "ffdv_utils.train"}  # entry points, above every layer
 LAZY_ALLOWED = ("cli",)  # the CLI imports stages inside its commands on purpose (see cli/main.py)
 

@@ -55,7 +55,7 @@ def audio_decoders() -> str:
     return ",".join(sorted(names))
 
 
-def _open(path: str | os.PathLike, audio_only: bool = False) -> av.container.InputContainer:
+def open_container(path: str | os.PathLike, audio_only: bool = False) -> av.container.InputContainer:
     """Opens a container for reading, turning every failure into a MediaError.
 
     ``audio_only`` lets only audio decoders open: opening a file otherwise decodes its first video frames to
@@ -100,7 +100,7 @@ def probe_video(path: str | os.PathLike) -> dict:
         "audio_duration": 0.0, "size_bytes": 0, "error": "",
     }
     try:
-        with _open(p, audio_only=True) as c:
+        with open_container(p, audio_only=True) as c:
             info["size_bytes"] = p.stat().st_size
             if c.duration is not None:
                 info["duration"] = c.duration / av.time_base
@@ -195,7 +195,7 @@ def load_audio(path: str | os.PathLike, sr: int, max_seconds: float | None = Non
     """
     if resampler not in ("soxr", "ffmpeg"):
         raise ValueError(f"resampler must be 'soxr' or 'ffmpeg', not {resampler!r}")
-    with _open(path, audio_only=True) as c:
+    with open_container(path, audio_only=True) as c:
         if not c.streams.audio:
             return np.zeros(0, np.float32)
         stream = c.streams.audio[0]
@@ -326,7 +326,7 @@ def load_frames(path: str | os.PathLike, n: int, size: int | None = None, *, thr
     """
     if n <= 0:
         raise ValueError("n must be positive")
-    with _open(path) as c:
+    with open_container(path) as c:
         if not c.streams.video:
             raise MediaError(path, "no video stream")
         stream = c.streams.video[0]
