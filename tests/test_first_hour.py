@@ -211,6 +211,25 @@ def test_every_path_gets_a_row_whatever_is_wrong_with_it(tmp_path: Path, session
     assert out.out.count("\n") == 5 and f"warning: {wav}: no_video" in out.err and "symlink loop" in out.err
 
 
+def test_a_sound_file_named_mp4_is_listed_in_the_submissions_issues(tmp_path: Path, session_outputs: Path) -> None:
+    """06 scores through predict_runs: a WAV renamed .mp4 is scored on its sound and listed in prediction_issues.csv as
+    no_video, like the score command says, instead of passing as ok."""
+    from conftest import untrained_run
+
+    from ffdv_utils.core.runs import Run
+    from ffdv_utils.inference.score import predict_runs
+    from ffdv_utils.inference.submission import write_prediction_record
+
+    run = untrained_run("first-hour-06", model_type="audio")
+    wav = _wav(tmp_path / "sound.mp4")
+    clips = pd.DataFrame({"video_name": ["sound.mp4"], "path": [str(wav)]})
+    scores, sources = predict_runs([run], clips, device="cpu", progress=False)
+    assert scores.status.tolist() == ["no_video"] and 0 < scores.score[0] < 1
+    issues = write_prediction_record(Run(name="p06", dir=tmp_path / "p06", params={}), scores, sources, {})
+    assert issues.status.tolist() == ["no_video"]
+    assert pd.read_csv(tmp_path / "p06" / "prediction_issues.csv").status.tolist() == ["no_video"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # failures that explain themselves
 

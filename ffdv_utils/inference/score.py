@@ -182,7 +182,7 @@ def predict_runs(runs: Iterable[str], clips: pd.DataFrame, tta: int = 1, method:
             combined.append("partial: " + "; ".join(f"{r}: {s}" for r, s in zip(runs, col) if s != "ok"))
         else:
             combined.append(next((s for s in col if s != "ok"), "ok"))
-    out["status"] = combined
+    out["status"] = with_video_status(combined, clips.path) if "path" in clips else combined
     all_fell = fell_back.all(0)
     if all_fell.any():  # a rank ensemble would turn equal fallback scores into some rank: keep the documented value
         fb = FALLBACK_SCORE if fallback_score is None else float(fallback_score)
@@ -206,12 +206,20 @@ def score_table(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.
     counts = Counter(names)  # one pass: a count per name inside the comprehension would be quadratic
     clips["video_name"] = [n if counts[n] == 1 else f"{i}_{n}" for i, n in enumerate(names)]
     scores = predict_clips(detector, detector.params, clips, tta=tta, device=device, progress=progress)
-    status = scores.status.to_numpy(object).copy()
-    for i in np.flatnonzero(np.isin(status, ("ok", "no_audio"))):
-        if not has_video_stream(clips.path[i]):  # a sound file named .mp4: scored on what it has, and said so
-            status[i] = "no_video" if status[i] == "ok" else "no_audio, no_video"
+    status = with_video_status(scores.status, clips.path)
     return pd.DataFrame({"video_name": names, "path": clips.path, "score": scores.score.astype(float),
                          "status": status})
+
+
+def with_video_status(status: Sequence[str], paths: Sequence[str]) -> np.ndarray:
+    """``status`` with ``no_video`` added where a scored file holds no video stream (a sound file named .mp4 is scored
+    on what it has, and said so); one header probe per scored file."""
+    out = np.asarray(list(status), dtype=object).copy()
+    paths = list(paths)
+    for i in np.flatnonzero(np.isin(out.astype(str), ("ok", "no_audio"))):
+        if not has_video_stream(paths[i]):
+            out[i] = "no_video" if out[i] == "ok" else "no_audio, no_video"
+    return out
 
 
 def has_video_stream(path: str | os.PathLike) -> bool:
