@@ -160,9 +160,11 @@ def test_pipeline_scores_every_readable_clip_and_falls_back_only_on_the_rest(mes
     assert issues.loc["not_in_testset.mp4", "status"] == "fallback: file not found"
     for case in NO_AUDIO:
         assert issues.loc[f"{case}.mp4", "status"] == "no_audio"
-    # 4K, portrait, VFR, 0.2 s, single frame, audio-only, odd sample rates, the non-ASCII name: scored, status ok
+    # an audio-only file is scored on its sound and listed as no_video
+    assert issues.loc["audio_only.mp4", "status"] == "no_video"
+    # 4K, portrait, VFR, 0.2 s, single frame, odd sample rates, the non-ASCII name: scored, status ok
     # (prediction_issues.csv lists every clip whose status is not ok), with the model's score, not the fallback
-    scored = [f"{c}.mp4" for c in DECODABLE if c not in NO_AUDIO]
+    scored = [f"{c}.mp4" for c in DECODABLE if c not in NO_AUDIO and c != "audio_only"]
     assert not set(scored) & set(issues.index), issues.loc[issues.index.isin(scored)]
     assert all(scores[f"{c}.mp4"] != FALLBACK_SCORE for c in DECODABLE)  # no_audio clips are scored too
     assert scores[scored].nunique() > len(scored) // 2  # the model's scores, clip by clip
