@@ -280,6 +280,17 @@ def load_audio(path: str | os.PathLike, sr: int, max_seconds: float | None = Non
     return np.ascontiguousarray(audio)
 
 
+def video_stream(c: av.container.InputContainer, path: str | os.PathLike, threads: int = 0) -> Any:
+    """The container's first video stream, decoding with ``threads`` threads (0: FFmpeg's choice); MediaError when
+    there is none."""
+    if not c.streams.video:
+        raise MediaError(path, "no video stream")
+    stream = c.streams.video[0]
+    if threads:
+        stream.codec_context.thread_count = threads
+    return stream
+
+
 def frame_size(width: int, height: int, size: int | None) -> tuple[int, int]:
     """Output (width, height) for :func:`load_frames`: shorter side scaled to ``size``, aspect kept."""
     if not size or min(width, height) <= 0:
@@ -327,12 +338,8 @@ def load_frames(path: str | os.PathLike, n: int, size: int | None = None, *, thr
     if n <= 0:
         raise ValueError("n must be positive")
     with open_container(path) as c:
-        if not c.streams.video:
-            raise MediaError(path, "no video stream")
-        stream = c.streams.video[0]
+        stream = video_stream(c, path, threads)
         cc = stream.codec_context
-        if threads:
-            cc.thread_count = threads
         try:
             pts, keys = _frame_index(c, stream)
         except av.error.FFmpegError as e:

@@ -12,7 +12,7 @@ import os
 import av
 import numpy as np
 
-from .decode import MediaError, frame_size, open_container
+from .decode import MediaError, frame_size, open_container, video_stream
 
 __all__ = ["load_frame_run"]
 
@@ -43,12 +43,7 @@ def load_frame_run(path: str | os.PathLike, seconds: float, fps: float = 25.0, s
     n_max = int(np.floor(seconds * fps + 1e-6))
     out: list[np.ndarray] = []
     with open_container(path) as c:
-        if not c.streams.video:
-            raise MediaError(path, "no video stream")
-        stream = c.streams.video[0]
-        cc = stream.codec_context
-        if threads:
-            cc.thread_count = threads
+        stream = video_stream(c, path, threads)
         tb = stream.time_base
         first = None
         # times count from the audio stream's start where there is one, so frame i and audio sample
