@@ -124,6 +124,73 @@ def test_a_run_without_data_fails_at_start_and_keeps_the_record(tmp_path: Path,
     assert read_yaml(run.dir / "params" / "03_train.yaml")["lr"] == 0.5
 
 
+def _fake_results(folder: Path, epoch: int) -> None:
+    """What a finished training leaves (contents do not matter to the record keeping)."""
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoints" / "best.pt").write_text(f"best of epoch {epoch}")
+    (folder / "checkpoints" / "last.pt").write_text(f"last of epoch {epoch}")
+    (folder / "metrics.json").write_text(json.dumps({"val_auc": 0.9, "best_epoch": epoch}))
+    (folder / "history.csv").write_text("epoch\n1\n")
+
+
+def test_a_run_that_fails_after_start_never_shows_old_results_beside_new_parameters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point 3: a training started under the same run name with other parameters, failing later (in fit), must not
+    leave the new params.yaml beside the earlier results: they move with their own parameters to superseded/."""
+    from ffdv_utils.core.config import read_yaml
+    from ffdv_utils.core.runs import start_run
+
+    monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path / "outputs"))
+    (tmp_path / "data").mkdir()
+    base = {"run_name": "rec", "data_root": str(tmp_path / "data"), "model": "resnet18", "lr": 0.5}
+    run = start_run(base, "03_train")
+    _fake_results(run.dir, 3)
+    start_run({**base, "lr": 0.1}, "03_train")  # ... and the training dies here (nothing written by it)
+    assert read_yaml(run.dir / "params.yaml")["lr"] == 0.1
+    assert not (run.dir / "metrics.json").exists() and not (run.dir / "checkpoints" / "best.pt").exists()
+    [old] = list((run.dir / "superseded").iterdir())
+    assert read_yaml(old / "params.yaml")["lr"] == 0.5 and json.loads((old / "metrics.json").read_text())["best_epoch"] == 3
+    assert (old / "checkpoints" / "best.pt").read_text() == "best of epoch 3"
+    assert "lr 0.5 -> 0.1" in (old / "why.txt").read_text()
+    # last.pt stays: it records its own parameters, and the training decides from them (here: start afresh)
+    assert (run.dir / "checkpoints" / "last.pt").read_text() == "last of epoch 3"
+
+
+def test_more_epochs_or_a_default_written_out_keeps_the_results_for_resume(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming with more epochs (or other workers, progress, a joined part's weight, or a default value written out)
+    continues the same training: its results stay where resume and finish read them."""
+    from ffdv_utils.core.runs import start_run
+    from ffdv_utils.core.schema import TRAINING
+
+    monkeypatch.setenv("FFDV_OUTPUTS", str(tmp_path / "outputs"))
+    (tmp_path / "data").mkdir()
+    base = {"run_name": "more", "data_root": str(tmp_path / "data"), "epochs": 2}
+    run = start_run(base, "03_train")
+    _fake_results(run.dir, 2)
+    start_run({**base, "epochs": 6, "num_workers": 3, "progress": False, "profile_weight": 0.3,
+               "lr": TRAINING["lr"]}, "03_train")
+    assert (run.dir / "checkpoints" / "best.pt").is_file() and (run.dir / "metrics.json").is_file()
+    assert not (run.dir / "superseded").exists()
+    start_run({**base, "resume": False}, "03_train")  # told to start from scratch: the results go
+    assert not (run.dir / "metrics.json").exists() and (run.dir / "superseded").is_dir()
+
+
+@pytest.mark.slow
+def test_training_from_scratch_moves_the_earlier_results_aside(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The training's own fresh start (other data under the same parameters) moves the earlier training's results
+    aside too, instead of leaving its metrics.json until the new one is written."""
+    p = {**TRAIN_DEFAULTS, **TINY, "epochs": 1, "run_name": "fresh", "data_root": None}
+    run = Run(name="fresh", dir=tmp_path / "fresh", params=p)
+    fit(p, run, *tiny_datasets(24, 12, seed=0))
+    first = json.loads((run.dir / "metrics.json").read_text())
+    fit(p, run, *tiny_datasets(24, 12, seed=1))  # other labels: from scratch
+    [old] = list((run.dir / "superseded").iterdir())
+    assert json.loads((old / "metrics.json").read_text()) == first
+    assert "other data" in (old / "why.txt").read_text()
+    assert (run.dir / "metrics.json").is_file()  # the new training's own
+
+
 @pytest.mark.parametrize("name", ["01_eda", "02_features", "03_train", "04_augment", "05_compare", "06_submission"])
 def test_notebook_opening_says_how_to_point_it_at_data(name: str) -> None:
     import nbformat

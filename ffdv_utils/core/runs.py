@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,24 @@ from .config import read_yaml, save_params
 from .errors import ConfigError
 from .files import write_json
 from .paths import PACKAGE_DIR, check_run_name, find_data_root, run_dir
-from .schema import RUN, with_defaults
+from .schema import RUN, TRAIN_DEFAULTS, with_defaults
+
+# What a training leaves in its run folder, and what 06 derives from its model: moved together into
+# ``superseded/<time>/`` when a later training of the same run name will not continue it (``supersede``). The split,
+# the features and the executed notebooks stay (made from the data, not from the model; papermill may be writing one).
+TRAINING_RESULTS = ("metrics.json", "history.csv", "val_predictions.csv", "real_only.json", "checkpoints/best.pt",
+                    "figures/training_curves.png", "figures/val_roc.png", "figures/val_scores.png",
+                    "figures/gradcam.png", "prediction.csv", "prediction_sources.json", "prediction_issues.csv",
+                    "prediction_errors.csv", "test_metrics.csv", "figures/test_roc.png", "figures/test_scores.png")
+# Parameters whose change never makes a training's results stale: how it runs, how long (a run resumed with more
+# epochs extends its results), and the joined parts' settings (fitted after training, joined anew at the end). The
+# training's own resume key (training.loop) leaves out the same keys, ``data_root`` apart (the data is compared on
+# its own there, by content).
+RESULT_NEUTRAL = frozenset({"progress", "num_workers", "resume", "device", "run_name", "epochs", "compile",
+                            "dist_timeout_min", "feature_workers", "real_only_weight", "real_only_groups",
+                            "profile_weight", "profile_mel_preset"})
+TRAINING_NOTEBOOK = "03_train"
+KEEP_SUPERSEDED = 3  # the most recent sets of superseded results a run folder keeps
 
 
 def environment_info() -> dict:
@@ -81,14 +99,52 @@ def start_run(params: Mapping[str, Any], notebook: str) -> Run:
     if root is not None:
         params["data_root"] = str(root)
     folder = run_dir(name)
-    save_params(folder / "params" / f"{notebook}.yaml", params)
+    own_path = folder / "params" / f"{notebook}.yaml"
     merged_path = folder / "params.yaml"
+    if notebook == TRAINING_NOTEBOOK and own_path.is_file():
+        changed = changed_keys(read_yaml(own_path), params)
+        if changed:  # the earlier training's results will not be continued: they leave with their parameters
+            supersede(folder, "parameters changed: " + ", ".join(changed))
+    save_params(own_path, params)
     merged = read_yaml(merged_path) if merged_path.is_file() else {}
     merged.update(params)
     save_params(merged_path, merged)
     write_json(folder / "environment.json", {**environment_info(),
                                              "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
     return Run(name=name, dir=folder, params=params, notebook=notebook, data_root=root)
+
+
+def changed_keys(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """The training parameters that differ between two records (defaults filled in on both sides, so a value given
+    explicitly equals the same value left to its default), leaving out ``RESULT_NEUTRAL``."""
+    a, b = with_defaults(before, TRAIN_DEFAULTS), with_defaults(now, TRAIN_DEFAULTS)
+    keys = sorted((set(a) | set(b)) - RESULT_NEUTRAL)
+    fresh = [] if b["resume"] else ["resume: false"]  # a training that starts from scratch whatever it finds
+    return fresh + [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
+
+
+def supersede(folder: Path, reason: str) -> Path | None:
+    """Move a run folder's training results (``TRAINING_RESULTS``) with the parameters that made them into
+    ``superseded/<UTC time>/`` (and a ``why.txt``), so the folder never shows results beside parameters they were not
+    made with (the last ``KEEP_SUPERSEDED`` sets are kept). ``checkpoints/last.pt`` stays: it records its own parameters and data, and the training decides from
+    them whether to continue it. Returns the new folder, None when there was nothing to move."""
+    present = [rel for rel in TRAINING_RESULTS if (folder / rel).is_file()]
+    if not present:
+        return None
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    dest = folder / "superseded" / stamp
+    for rel in present:
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(folder / rel, dest / rel)
+    for rel in ("params.yaml", f"params/{TRAINING_NOTEBOOK}.yaml"):
+        if (folder / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(folder / rel, dest / rel)
+    (dest / "why.txt").write_text(reason + "\n", encoding="utf-8")
+    for old in sorted((folder / "superseded").iterdir())[:-KEEP_SUPERSEDED]:  # bounded: checkpoints are large
+        shutil.rmtree(old, ignore_errors=True)
+    print(f"run {folder.name}: {reason}; the earlier results moved to {dest}", flush=True)
+    return dest
 
 
 def load_run_params(name_or_dir: str | os.PathLike) -> dict:

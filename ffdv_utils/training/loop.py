@@ -46,7 +46,7 @@ from ..core.files import atomic_path, free_space, is_disk_full, read_json, write
 from ..core.params import RunParams, TrainingParams
 from ..core.paths import run_dir
 from ..core.progress import progress_bar
-from ..core.runs import Run
+from ..core.runs import Run, supersede
 from ..core.schema import TRAIN_DEFAULTS, with_defaults
 from ..detector import NETWORK, SCORERS, Detector, scorers_from_params
 from ..features.batches import ClipDataset, batch_loader, clip_datasets, prepare_batch
@@ -301,17 +301,15 @@ def set_up(params: Mapping[str, Any], run: Run | None, train_ds: ClipDataset | N
 
 def resume(s: Session) -> None:
     """Continue from ``last.pt`` when ``resume`` is on and it was written with the same training parameters on the
-    same data (``data_identity``); a fresh start removes an earlier training's ``best.pt``."""
+    same data (``data_identity``); a fresh start moves an earlier training's results aside (``core.runs.supersede``)."""
     last = s.path("last.pt")
     if s.t.resume and last.is_file():
         state = torch.load(last, map_location="cpu", weights_only=False)
         other_data = other_data_reason(state.get("data"), s.data)
         if state.get("params_key") != params_hash(_train_key(s.p)):
-            if s.rank == 0:
-                print(f"{last} was written with other parameters; starting from scratch")
+            why = "last.pt was written with other parameters"
         elif other_data:
-            if s.rank == 0:
-                print(f"{last} was trained on other data ({other_data}); starting from scratch")
+            why = f"last.pt was trained on other data ({other_data})"
         else:
             s.model.load_state_dict(state["model"])
             s.opt.load_state_dict(state["optimizer"])
@@ -323,8 +321,13 @@ def resume(s: Session) -> None:
                 print(f"resuming {s.run.name} at epoch {s.start_epoch + 1} "
                       f"(best {s.t.select_metric} {s.best_score:.4f})")
             return
-    if s.rank == 0:
-        s.path("best.pt").unlink(missing_ok=True)  # a fresh start: an earlier training's best.pt must not stand in
+        if s.rank == 0:
+            print(f"{last}: {why.split(' ', 1)[1]}; starting from scratch")
+    else:
+        why = "a training from scratch" if last.is_file() else "no last.pt to continue"
+    if s.rank == 0:  # a fresh start: an earlier training's results must not stand beside this one's parameters
+        supersede(s.run.dir, f"{why}; results of an earlier training")
+        s.path("best.pt").unlink(missing_ok=True)
 
 
 def wrap_for_training(model: nn.Module, t: TrainingParams, device: torch.device, world: int) -> nn.Module:
