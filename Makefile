@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip check
+	$(PY) -m ffdv_utils kernel
 	touch $(STAMP)
 
 install: $(STAMP)

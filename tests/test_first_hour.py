@@ -191,6 +191,36 @@ def test_training_from_scratch_moves_the_earlier_results_aside(tmp_path: Path, c
     assert (run.dir / "metrics.json").is_file()  # the new training's own
 
 
+@pytest.mark.slow  # two papermill runs of a one-cell notebook
+def test_papermill_by_hand_with_the_ffdv_kernel_starts_no_unencrypted_kernel(tmp_path: Path) -> None:
+    """Point 12: papermill started by hand with ``-k ffdv`` (the spec ``make install`` writes) gets an encrypted
+    kernel, so ipykernel's "running over TCP without encryption" notice does not come; the python3 spec shows it
+    (the control: without CURVE in libzmq there is nothing to show)."""
+    import os
+    import subprocess
+    import sys
+
+    import nbformat
+
+    from ffdv_utils.core.kernel import curve_available, install_kernel
+
+    if not curve_available():
+        pytest.skip("this pyzmq has no CURVE: no encrypted transport to start")
+    install_kernel(tmp_path / "prefix")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 6 * 7\nx")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    env = {**os.environ, "JUPYTER_PATH": str(tmp_path / "prefix" / "share" / "jupyter")}
+    papermill = [sys.executable, "-m", "papermill", str(tmp_path / "in.ipynb")]
+    runs = {k: subprocess.run([*papermill, str(tmp_path / f"{k}.ipynb"), "-k", k], env=env, capture_output=True,
+                              text=True, timeout=300) for k in ("ffdv", "python3")}
+    assert runs["ffdv"].returncode == 0, runs["ffdv"].stderr[-2000:]
+    assert "without encryption" not in runs["ffdv"].stdout + runs["ffdv"].stderr
+    assert "Executing notebook with kernel: ffdv" in runs["ffdv"].stderr
+    assert nbformat.read(tmp_path / "ffdv.ipynb", 4).cells[0].outputs[0]["data"]["text/plain"] == "42"
+    assert "without encryption" in runs["python3"].stdout + runs["python3"].stderr  # the notice the spec avoids
+
+
 @pytest.mark.parametrize("name", ["01_eda", "02_features", "03_train", "04_augment", "05_compare", "06_submission"])
 def test_notebook_opening_says_how_to_point_it_at_data(name: str) -> None:
     import nbformat

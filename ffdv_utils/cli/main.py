@@ -44,12 +44,20 @@ def _params(args: argparse.Namespace) -> int:
     overrides = {k: parse_value(v) for k, v in args.param}
     resolved = resolve_notebook_params(names, args.file, overrides)[names[0]]
     text = (f"# {names[0]} parameters from {', '.join(args.file) or 'its defaults'}: papermill "
-            f"notebooks/{names[0]}.ipynb OUT.ipynb -f THIS.yaml -k python3\n"
+            f"notebooks/{names[0]}.ipynb OUT.ipynb -f THIS.yaml -k ffdv\n"
             + yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True))
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     else:
         print(text, end="")
+    return 0
+
+
+def _kernel(args: argparse.Namespace) -> int:
+    from ..core.kernel import install_kernel
+
+    folder = install_kernel(args.prefix)
+    print(f"kernel spec 'ffdv' written to {folder}: papermill IN.ipynb OUT.ipynb -k ffdv")
     return 0
 
 
@@ -112,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="write the YAML here (default: print it)")
     _add_common(p)
     p.set_defaults(func=_params)
+
+    p = sub.add_parser("kernel", help="install the 'ffdv' Jupyter kernel (encrypted transport) for papermill -k ffdv")
+    p.add_argument("--prefix", default=None, help="environment prefix (default: this Python's, sys.prefix)")
+    p.set_defaults(func=_kernel)
 
     p = sub.add_parser("demo", help="make the sample dataset and run the whole pipeline on it")
     p.add_argument("--run", default="demo")
