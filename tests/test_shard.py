@@ -263,11 +263,13 @@ def scoring(tmp_path_factory, data, session_outputs):
 
 
 def test_merged_parts_equal_the_unsharded_prediction(scoring, data, tmp_path, capsys):
+    from ffdv_utils.core.paths import run_dir
+
     parts = []
     for k in (1, 2, 3):
-        out = tmp_path / f"part{k}.csv"
+        out = tmp_path / f"part{k}.csv" if k > 1 else run_dir(scoring["run"]) / "parts" / "prediction.part-1-of-3.csv"
         assert main(["submission", "score", "--run", scoring["run"], "--shard", f"{k}/3", "--data-root", str(data),
-                     "--device", "cpu", "--quiet", "-o", str(out)]) == 0
+                     "--device", "cpu", "--quiet", *(["-o", str(out)] if k > 1 else [])]) == 0  # 1/3: default path
         part = pd.read_csv(out, dtype=str)
         assert (part.shard == f"{k}/3").all() and all(shard_of(n, 3) == k for n in part.video_name)
         parts.append(out)

@@ -120,8 +120,9 @@ def _submission_score(args: argparse.Namespace) -> int:
     shard = Shard.parse(args.shard)
     runs = [r.strip() for r in ",".join(args.run).split(",") if r.strip()]
     clips = list_test(args.data_root, args.test_dir, args.template)
-    out = Path(args.out) if args.out else run_dir(Path(runs[0]).stem if runs[0].endswith(".pt") else runs[0]) \
-        / "parts" / part_name(shard)
+    plain_name = not any(c in runs[0] for c in "/\\") and not runs[0].endswith(".pt")
+    folder = run_dir(runs[0]) if plain_name else outputs_dir()  # a checkpoint path: outputs/parts/
+    out = Path(args.out) if args.out else folder / "parts" / part_name(shard)
     part, _ = score_part(runs, clips, shard, out, tta=args.tta, method=args.ensemble, device=args.device,
                          progress=not args.quiet, fallback_score=args.fallback_score)
     print(f"wrote {out}: part {shard.label}, {len(part)} of {len(clips)} template rows, "
@@ -163,7 +164,7 @@ def add_submission_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--fallback-score", type=float, default=None)
     s.add_argument("--device", default="auto")
     s.add_argument("-o", "--out", default=None, help="part file (default outputs/<run>/parts/"
-                                                     "prediction.part-K-of-N.csv)")
+                                                     "prediction.part-K-of-N.csv; outputs/parts/ for a .pt)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_submission_score)
 
