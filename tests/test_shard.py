@@ -242,6 +242,32 @@ def test_the_newest_manifest_wins_and_a_rewritten_shard_file_is_kept(tmp_path):
     assert (tmp_path / "manifest.shard-1-of-2.csv").is_file()
 
 
+def test_a_shard_manifest_merged_while_it_is_read_loses_no_row(tmp_path, monkeypatch):
+    """A reader that listed manifest.csv and a shard manifest, then finds the shard file gone (a merge moved its rows
+    into manifest.csv meanwhile), reads the folder again instead of missing the shard's rows."""
+    from ffdv_utils.features.cache import read_manifest_files, write_manifest
+
+    row = {"has_audio": True, "status": "ok", "error": "", "note": "", "seconds": "1", "shape": "", "source": "1:1"}
+    a, b = {"video_name": "a.mp4", **row}, {"video_name": "b.mp4", **row, "status": "no_audio"}
+    write_manifest(tmp_path, {"a.mp4": a})
+    os.utime(tmp_path / "manifest.csv", ns=(1, 1))  # read first
+    write_manifest(tmp_path, {"b.mp4": b}, Shard(1, 2))
+    real, calls = pd.read_csv, []
+
+    def read_then_merge(path, *args, **kwargs):
+        out = real(path, *args, **kwargs)
+        calls.append(Path(path).name)
+        if len(calls) == 1:  # right after manifest.csv was read: another process merges
+            write_manifest(tmp_path, {"a.mp4": a, "b.mp4": b})
+            (tmp_path / "manifest.shard-1-of-2.csv").unlink()
+        return out
+
+    monkeypatch.setattr(pd, "read_csv", read_then_merge)
+    rows, read = read_manifest_files(tmp_path)
+    assert sorted(rows) == ["a.mp4", "b.mp4"] and rows["b.mp4"]["status"] == "no_audio"
+    assert calls == ["manifest.csv", "manifest.csv"] and list(read) == [tmp_path / "manifest.csv"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # scoring
 

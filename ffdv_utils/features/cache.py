@@ -241,26 +241,39 @@ def manifest_files(root: Path) -> list[Path]:
     if Path(root).is_dir():
         for f in os.scandir(root):
             if f.is_file() and (f.name == MANIFEST or _SHARD_MANIFEST.match(f.name)):
-                found.append((f.stat().st_mtime_ns, f.name, Path(f.path)))
+                try:
+                    found.append((f.stat().st_mtime_ns, f.name, Path(f.path)))
+                except FileNotFoundError:  # merged and deleted meanwhile
+                    pass
     return [p for _, _, p in sorted(found)]
 
 
 def read_manifest_files(root: Path) -> tuple[dict[str, dict], dict[Path, str]]:
-    """The union of a cache folder's manifests (``manifest_files``) and the stamp of each file read."""
-    rows: dict[str, dict] = {}
-    read: dict[Path, str] = {}
-    for path in manifest_files(root):
-        stamp = file_stamp(path)
+    """The union of a cache folder's manifests (``manifest_files``) and the stamp of each file read.
+
+    A shard manifest deleted while it is read (a merge has just put its rows into ``manifest.csv``) makes the
+    whole folder be read again, so no row is missed.
+    """
+    for attempt in range(5):
+        rows: dict[str, dict] = {}
+        read: dict[Path, str] = {}
         try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except pd.errors.EmptyDataError:
-            df = pd.DataFrame(columns=_MANIFEST_COLUMNS)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path}: not a readable manifest ({exc})") from None
-        for rec in df.to_dict("records"):
-            rec["has_audio"] = rec.get("has_audio") == "True"
-            rows[rec["video_name"]] = {c: rec.get(c, "") for c in _MANIFEST_COLUMNS}
-        read[path] = stamp
+            for path in manifest_files(root):
+                stamp = file_stamp(path)
+                try:
+                    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+                except pd.errors.EmptyDataError:
+                    df = pd.DataFrame(columns=_MANIFEST_COLUMNS)
+                except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"{path}: not a readable manifest ({exc})") from None
+                for rec in df.to_dict("records"):
+                    rec["has_audio"] = rec.get("has_audio") == "True"
+                    rows[rec["video_name"]] = {c: rec.get(c, "") for c in _MANIFEST_COLUMNS}
+                read[path] = stamp
+            return rows, read
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
     return rows, read
 
 
