@@ -10,6 +10,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -356,23 +357,28 @@ def _tiny_data_root(root: Path) -> Path:
     return root
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
-    data = _tiny_data_root(tmp_path / "data")
+def _train_command(launcher: list[str], data: Path, params: Path, run_name: str) -> list[str]:
+    """``torchrun LAUNCHER -m ffdv_utils.train ...`` on the tiny data root with the tiny parameters."""
     over = {**TINY, "batch_size": 4, "feature_workers": 1}
-    params = tmp_path / "tiny.yaml"
-    params.write_text("epochs: 2\nmax_train_clips: 10\n")  # also checks that -f reaches the script
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "ffdv_utils.train", "--data-root", str(data), "--run-name", "ddp", "-f", str(params)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher,
+           "-m", "ffdv_utils.train", "--data-root", str(data), "--run-name", run_name, "-f", str(params)]
     for k, v in over.items():
         cmd += ["-p", k, json.dumps(v)]
-    env = _env(tmp_path)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    run = tmp_path / "out" / "ddp"
+    return cmd
+
+
+def _tiny_params(tmp_path: Path) -> Path:
+    params = tmp_path / "tiny.yaml"
+    params.write_text("epochs: 2\nmax_train_clips: 10\n")  # also checks that -f reaches the script
+    return params
+
+
+def _check_ddp_run(run: Path, data: Path, env: dict, monkeypatch: pytest.MonkeyPatch, world: int) -> None:
+    """What a DDP run on the tiny data root must have left: ``world`` processes, each validation clip scored once
+    and as one process scores it with best.pt, and a run the notebook resumes without training again."""
     metrics = json.loads((run / "metrics.json").read_text())
     history = pd.read_csv(run / "history.csv")
-    assert metrics["world_size"] == 2 and len(history) == 2
+    assert metrics["world_size"] == world and len(history) == 2
     assert (history.images_per_s > 0).all()
     val = pd.read_csv(run / "val_predictions.csv")
     assert sorted(val.video_name) == [f"val_{i:02d}.mp4" for i in range(7)]  # each clip once, from both shards
@@ -392,9 +398,54 @@ def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
     assert metrics["val_n"] == 7
     # the notebook afterwards (one process, data root found its own way): resumes the finished run, only evaluates
     again = fit({**load_run_params(run), "data_root": f"{data}/", "progress": False},
-                      Run(name="ddp", dir=run))
+                      Run(name=run.name, dir=run))
     assert again["resumed_from_epoch"] == 2 and again["best_epoch"] == metrics["best_epoch"]
     assert again["val_log_loss"] == pytest.approx(metrics["val_log_loss"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(tmp_path, one_thread, monkeypatch):
+    data = _tiny_data_root(tmp_path / "data")
+    cmd = _train_command(["--standalone", "--nproc_per_node=2"], data, _tiny_params(tmp_path), "ddp")
+    env = _env(tmp_path)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _check_ddp_run(tmp_path / "out" / "ddp", data, env, monkeypatch, world=2)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_two_nodes_on_cpu(tmp_path, one_thread, monkeypatch):
+    """Two torchrun launches as two machines (docs/training.md, "Several machines"): one process per node, joined by
+    torchrun's c10d rendezvous on this machine's address; they share the outputs folder (the shared file system
+    case) and train one run together, which must be what the single-node DDP run is."""
+    data = _tiny_data_root(tmp_path / "data")
+    params = _tiny_params(tmp_path)
+    env = _env(tmp_path)
+    endpoint = f"127.0.0.1:{_free_port()}"
+    procs = []
+    for node_rank in (0, 1):
+        launcher = ["--nnodes=2", "--nproc_per_node=1", f"--node_rank={node_rank}", "--rdzv_backend=c10d",
+                    f"--rdzv_endpoint={endpoint}", "--rdzv_id=ffdv-two-nodes", "--rdzv_conf=join_timeout=120"]
+        procs.append(subprocess.Popen(_train_command(launcher, data, params, "nodes"), env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=240))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    _check_ddp_run(tmp_path / "out" / "nodes", data, env, monkeypatch, world=2)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
 
-Commands: demo, pipeline, params, sample-data, train, score, probe, bench (extraction, train), kaggle (stage, push,
-check).
+Commands: demo, pipeline, params, sample-data, extract, train, score, submission (score, merge), probe, bench
+(extraction, train), kaggle (stage, push, check).
 
 Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
 import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
@@ -74,16 +74,114 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from ..core.shards import Shard
     from ..inference.score import score_table
 
-    table = score_table(args.videos, args.run, device=args.device, tta=args.tta, progress=False)
+    shard = Shard.parse(args.shard)
+    videos = [v for v in args.videos if shard is None or shard.holds(Path(v).name)]
+    if not videos:  # no file of this part among those given
+        print("video_name,score")
+        return 0
+    table = score_table(videos, args.run, device=args.device, tta=args.tta, progress=False)
     print("video_name,score")
     for name, s in zip(table.video_name, table.score):
         print(f"{name},{s:.6f}")
-    for path, status in zip(args.videos, table.status):
+    for path, status in zip(videos, table.status):
         if status != "ok":  # still scored (a fallback value, or on what the file has), but the caller should know
             print(f"warning: {path}: {status}", file=sys.stderr)
     return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    if args.merge:
+        from ..features.plan import merge_cache
+
+        merged = merge_cache()
+        for folder, counts in merged.items():
+            print(f"{folder}: merged {counts['shard_files']} shard manifest(s), {counts['rows']} rows in manifest.csv")
+        if not merged:
+            print("no shard manifest to merge")
+        return 0
+    if not args.file and not args.param:
+        raise ConfigError("extract needs the run's parameters (-f PRESET.yaml, -p KEY VALUE) or --merge")
+    from ..core.schema import notebook_defaults
+    from ..core.shards import Shard
+
+    shard = Shard.parse(args.shard)  # a wrong K/N fails here, before anything is read or imported
+    from ..features.plan import extract_plan
+    overrides = {k: parse_value(v) for k, v in args.param}
+    if args.data_root:
+        overrides["data_root"] = str(Path(args.data_root).resolve())
+    params = load_params(args.file, overrides, base=notebook_defaults("03_train"))
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    report = extract_plan(params, splits, shard=shard, embeddings=not args.no_embeddings, workers=args.workers,
+                          progress=not args.quiet)
+    print(json.dumps(report, sort_keys=True))
+    return 0
+
+
+def _submission_score(args: argparse.Namespace) -> int:
+    from ..core.shards import Shard
+    from ..data.labels import list_test
+    from ..inference.shards import part_name, score_part
+
+    shard = Shard.parse(args.shard)
+    runs = [r.strip() for r in ",".join(args.run).split(",") if r.strip()]
+    clips = list_test(args.data_root, args.test_dir, args.template)
+    plain_name = not any(c in runs[0] for c in "/\\") and not runs[0].endswith(".pt")
+    folder = run_dir(runs[0]) if plain_name else outputs_dir()  # a checkpoint path: outputs/parts/
+    out = Path(args.out) if args.out else folder / "parts" / part_name(shard)
+    part, _ = score_part(runs, clips, shard, out, tta=args.tta, method=args.ensemble, device=args.device,
+                         progress=not args.quiet, fallback_score=args.fallback_score)
+    print(f"wrote {out}: part {shard.label}, {len(part)} of {len(clips)} template rows, "
+          f"{int((part.status != 'ok').sum())} with a fallback or note")
+    return 0
+
+
+def _submission_merge(args: argparse.Namespace) -> int:
+    from ..data.labels import list_test
+    from ..inference.shards import merge_parts
+
+    template = list_test(args.data_root, args.test_dir, args.template)
+    pred = merge_parts(args.parts, template, args.out)
+    print(f"wrote {args.out} ({len(pred)} rows in the template's order, validated) from {len(args.parts)} part(s)")
+    return 0
+
+
+def add_submission_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``submission score`` (one shard of the template into a part file) and ``submission merge``."""
+    p = subparsers.add_parser("submission", help="sharded scoring: score part K/N of the template, merge the parts",
+                              description="Score the template's clips in N parts (on N machines or sessions), then "
+                                          "merge the part files into prediction.csv (notebook 06's scores).")
+    sub = p.add_subparsers(dest="submission_command", required=True)
+
+    def clips_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--data-root", default=None, help="FFDV data folder (default: found on Kaggle or "
+                                                         "$FFDV_DATA_ROOT)")
+        s.add_argument("--test-dir", default="testset", help="folder of the clips to score (default testset)")
+        s.add_argument("--template", default=None, help="CSV whose video_name column lists the rows (default: "
+                                                        "every video in --test-dir)")
+
+    s = sub.add_parser("score", help="score part K of N of the template's clips into a part file")
+    s.add_argument("--run", action="append", required=True, help="run name or .pt file (repeat or comma-separate "
+                                                                 "to ensemble)")
+    s.add_argument("--shard", required=True, metavar="K/N", help="part K of N (K from 1 to N)")
+    clips_args(s)
+    s.add_argument("--tta", type=int, default=1)
+    s.add_argument("--ensemble", default="mean", help="mean (rank is refused with shards)")
+    s.add_argument("--fallback-score", type=float, default=None)
+    s.add_argument("--device", default="auto")
+    s.add_argument("-o", "--out", default=None, help="part file (default outputs/<run>/parts/"
+                                                     "prediction.part-K-of-N.csv; outputs/parts/ for a .pt)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_submission_score)
+
+    s = sub.add_parser("merge", help="merge part files into prediction.csv (each template row once, in order)")
+    s.add_argument("parts", nargs="+", help="part files (submission score's, or score's output)")
+    clips_args(s)
+    s.add_argument("-o", "--out", required=True, help="prediction.csv to write")
+    s.set_defaults(func=_submission_merge)
+    return p
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -132,6 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("extract", help="extract the features a run's parameters need, whole or one shard (K/N)",
+                       description="Fill the feature cache with what the run's parameters read (mel images, face "
+                                   "crops, frozen backbones' embeddings) for the data root's splits. With --shard K/N "
+                                   "only part K of N (by a hash of each clip's name), written to its own manifest "
+                                   "files: run K = 1..N at once, here or on N machines, then copy the cache folders "
+                                   "together and merge (--merge, or any unsharded extraction).")
+    p.add_argument("--data-root", default=None, help="FFDV data folder (default: the parameters', found on Kaggle "
+                                                     "or $FFDV_DATA_ROOT)")
+    p.add_argument("--split", default="train,val,test", help="comma-separated splits (default train,val,test)")
+    p.add_argument("--shard", default=None, metavar="K/N", help="only part K of N of the clips (K from 1 to N)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: feature_workers, else all cores)")
+    p.add_argument("--no-embeddings", action="store_true", help="skip the frozen backbones' embeddings")
+    p.add_argument("--merge", action="store_true", help="only merge the cache's shard manifests into manifest.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=_extract)
+
     p = sub.add_parser("train", help="train from parameter files (also under torchrun)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_train)
@@ -140,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run name or checkpoint (.pt) path")
     p.add_argument("--device", default="auto")
     p.add_argument("--tta", type=int, default=1)
+    p.add_argument("--shard", default=None, metavar="K/N", help="only the files of part K of N (by file name)")
     p.add_argument("videos", nargs="+")
     p.set_defaults(func=_score)
 
@@ -148,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_probe)
 
     add_sample_data_parser(sub)
+    add_submission_parser(sub)
     add_bench_parser(sub)
     add_kaggle_parser(sub)
     return ap

@@ -3,6 +3,8 @@
     <cache_root>/mel-<params_hash>/
         params.json              the resolved parameters (what the hash was taken of)
         manifest.csv             one row per processed clip (video_name, has_audio, status, error, note, ...)
+        manifest.shard-K-of-N.csv   the rows written by a sharded extraction (``--shard K/N``); read together with
+                                 manifest.csv, merged into it by the next unsharded extraction (``merge_manifests``)
         entries/<2 hex>/<name>.npy   one uint8 array per clip whose status is "ok"
         packed/packed-<hash>.npy     fixed-size stacks made by MelStore.packed() (memory-mapped)
     <cache_root>/faces-<params_hash>/   the same for face crops (entries are .npz: faces + found flags;
@@ -26,8 +28,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..core.files import atomic_path, atomic_write
+from ..core.files import atomic_path, atomic_write, file_stamp
 from ..core.progress import progress_bar
+from ..core.shards import Shard
 from .mel import fallback_shape
 from .params import face_params
 
@@ -222,21 +225,92 @@ class FaceStore(_Store):
         return got[key]
 
 
+MANIFEST = "manifest.csv"
+_SHARD_MANIFEST = re.compile(r"^manifest\.shard-(\d+)-of-(\d+)\.csv$")
+
+
+def shard_manifest_name(shard: Shard) -> str:
+    """``manifest.shard-K-of-N.csv``: the manifest a sharded extraction writes (never ``manifest.csv``)."""
+    return f"manifest.shard-{shard.tag}.csv"
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """``manifest.csv`` and every shard manifest of a cache folder, oldest first (by modification time, then name):
+    the order in which their rows are applied, so a clip's row comes from the newest file that has it."""
+    found = []
+    if Path(root).is_dir():
+        for f in os.scandir(root):
+            if f.is_file() and (f.name == MANIFEST or _SHARD_MANIFEST.match(f.name)):
+                try:
+                    found.append((f.stat().st_mtime_ns, f.name, Path(f.path)))
+                except FileNotFoundError:  # merged and deleted meanwhile
+                    pass
+    return [p for _, _, p in sorted(found)]
+
+
+def read_manifest_files(root: Path) -> tuple[dict[str, dict], dict[Path, str]]:
+    """The union of a cache folder's manifests (``manifest_files``) and the stamp of each file read.
+
+    A shard manifest deleted while it is read (a merge has just put its rows into ``manifest.csv``) makes the
+    whole folder be read again, so no row is missed.
+    """
+    for attempt in range(5):
+        rows: dict[str, dict] = {}
+        read: dict[Path, str] = {}
+        try:
+            for path in manifest_files(root):
+                stamp = file_stamp(path)
+                try:
+                    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+                except pd.errors.EmptyDataError:
+                    df = pd.DataFrame(columns=_MANIFEST_COLUMNS)
+                except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"{path}: not a readable manifest ({exc})") from None
+                for rec in df.to_dict("records"):
+                    rec["has_audio"] = rec.get("has_audio") == "True"
+                    rows[rec["video_name"]] = {c: rec.get(c, "") for c in _MANIFEST_COLUMNS}
+                read[path] = stamp
+            return rows, read
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+    return rows, read
+
+
 def read_manifest(root: Path) -> dict[str, dict]:
-    path = root / "manifest.csv"
-    if not path.is_file():
-        return {}
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    rows = {}
-    for rec in df.to_dict("records"):
-        rec["has_audio"] = rec.get("has_audio") == "True"
-        rows[rec["video_name"]] = {c: rec.get(c, "") for c in _MANIFEST_COLUMNS}
-    return rows
+    """{clip: row} of a cache folder: ``manifest.csv`` and the shard manifests together (``read_manifest_files``)."""
+    return read_manifest_files(root)[0]
 
 
-def write_manifest(root: Path, rows: Mapping[str, dict]) -> None:
+def write_manifest(root: Path, rows: Mapping[str, dict], shard: Shard | None = None) -> None:
+    """Write ``rows`` to ``manifest.csv``, or with ``shard`` to that shard's own manifest (atomically)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_MANIFEST_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows.values())
-    atomic_write(root / "manifest.csv", buf.getvalue())
+    atomic_write(root / (shard_manifest_name(shard) if shard is not None else MANIFEST), buf.getvalue())
+
+
+def drop_shard_manifests(read: Mapping[Path, str]) -> list[Path]:
+    """Delete the shard manifests among ``read`` (path: stamp when read) that are unchanged since: their rows are in
+    ``manifest.csv`` now. One that a running shard has rewritten meanwhile is kept. Returns the files deleted."""
+    dropped = []
+    for path, stamp in read.items():
+        if path.name != MANIFEST and file_stamp(path) == stamp:
+            path.unlink(missing_ok=True)
+            dropped.append(path)
+    return dropped
+
+
+def merge_manifests(root: Path) -> dict[str, int]:
+    """Compact a cache folder's shard manifests into ``manifest.csv`` (no entry is read or recomputed).
+
+    Returns the number of shard files merged and of rows in ``manifest.csv`` afterwards. Run it (or an unsharded
+    extraction, which does the same) once no shard is writing to the folder any more.
+    """
+    rows, read = read_manifest_files(Path(root))
+    shards = [p for p in read if p.name != MANIFEST]
+    if shards:
+        write_manifest(Path(root), rows)
+        drop_shard_manifests(read)
+    return {"shard_files": len(shards), "rows": len(rows)}

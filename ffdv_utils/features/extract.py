@@ -3,7 +3,9 @@
 Workers decode, compute and write their own entries; the parent receives one small row per clip, so memory does
 not grow with the number of clips. A restarted run skips clips whose entry exists (or that the manifest lists as
 finished); a clip that fails is recorded with its error and the run goes on; a full disk stops the run cleanly
-with the finished entries kept. Workers start from a forkserver and use one thread each.
+with the finished entries kept. Workers start from a forkserver and use one thread each. With ``shard`` (part K of
+N, ``core.shards``) a run extracts only that part's clips and writes its rows to its own manifest file, so several
+processes or machines fill one cache folder at once; an unsharded run merges those files into ``manifest.csv``.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import pandas as pd
 from ..core.config import params_hash
 from ..core.files import atomic_write, file_stamp, is_disk_full
 from ..core.progress import progress_bar
+from ..core.shards import Shard
 from ..media.decode import MediaError, load_audio, load_frames
 from .cache import (
     FaceStore,
     MelStore,
+    drop_shard_manifests,
     entry_file,
-    read_manifest,
+    read_manifest_files,
     write_manifest,
 )
 from .faces import face_entry, load_mtcnn
@@ -153,8 +157,9 @@ def _work(task: tuple[str, str]) -> dict:
     return row
 
 
-def _existing_entries(root: Path, suffix: str) -> set[str]:
-    """Relative paths of whole entries on disk (temporary files are never counted)."""
+def _existing_entries(root: Path, suffix: str, clean: bool = True) -> set[str]:
+    """Relative paths of whole entries on disk (temporary files are never counted; with ``clean`` those of dead
+    processes are deleted)."""
     found = set()
     entries = root / "entries"
     if not entries.is_dir():
@@ -165,7 +170,7 @@ def _existing_entries(root: Path, suffix: str) -> set[str]:
         for f in os.scandir(sub.path):
             if f.name.endswith(suffix) and not f.name.startswith("."):
                 found.add(f"{sub.name}/{f.name}")
-            elif f.name.endswith(".tmp") and f.name.startswith("."):
+            elif clean and f.name.endswith(".tmp") and f.name.startswith("."):
                 _remove_stale_tmp(Path(f.path))
     return found
 
@@ -212,10 +217,12 @@ def check_free_space(folder: Path, needed: int, margin: int = 64 * 2**20) -> Non
 
 def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.PathLike, workers: int | None,
          progress: bool, errors_csv: str | os.PathLike | None, retry_errors: bool, chunksize: int | None,
-         start_method: str | None) -> tuple[Path, dict]:
+         start_method: str | None, shard: Shard | None = None) -> tuple[Path, dict]:
     missing = {"video_name", "path"} - set(clips.columns)
     if missing:
         raise ValueError(f"clips needs columns video_name and path (missing {sorted(missing)})")
+    if shard is not None:  # only this part's clips; its rows go to its own manifest file, never manifest.csv
+        clips = clips[shard.mask(clips["video_name"].astype(str))]
     key = params_hash(params)
     root = Path(cache_root) / f"{kind}-{key}"
     root.mkdir(parents=True, exist_ok=True)
@@ -223,8 +230,9 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
         atomic_write(root / "params.json", json.dumps(params, indent=2, sort_keys=True) + "\n")
     suffix = ".npy" if kind == "mel" else ".npz"
     t0 = time.time()
-    rows = read_manifest(root)
-    on_disk = _existing_entries(root, suffix)
+    rows, manifests_read = read_manifest_files(root)  # manifest.csv and the shard manifests together
+    # a shard never deletes temporary files: on a shared file system a live writer's pid may be another machine's
+    on_disk = _existing_entries(root, suffix, clean=shard is None)
     seen: set[str] = set()
     pending: list[tuple[str, str]] = []
     for name, path in zip(clips["video_name"].astype(str), clips["path"]):
@@ -255,6 +263,13 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
     n_workers = min(n_workers, max(1, len(pending)))
     bar = progress_bar(total=len(pending), desc=f"{kind} features", unit="clip", disable=not progress, smoothing=0.05)
     last_flush = time.time()
+
+    def save_manifest() -> None:
+        if shard is None:
+            write_manifest(root, rows)
+        else:
+            write_manifest(root, {n: rows[n] for n in seen if n in rows}, shard)
+
     elapsed: list[float] = []  # seconds per computed clip (8 bytes each: fine even for 250,000 clips)
     cpu = [0.0]  # CPU seconds of the workers' clips, all together
 
@@ -275,7 +290,7 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
             bar.set_postfix(errors=stats["error"], refresh=False)
         bar.update(1)
         if time.time() - last_flush > 30:  # bounded loss if the run is killed; entries themselves are never lost
-            write_manifest(root, rows)
+            save_manifest()
             last_flush = time.time()
 
     init_args = (kind, params, str(root))
@@ -303,7 +318,9 @@ def _run(kind: str, clips: pd.DataFrame, params: dict, cache_root: str | os.Path
     finally:
         bar.close()
         try:
-            write_manifest(root, rows)
+            save_manifest()
+            if shard is None:  # their rows are in manifest.csv now (a shard file rewritten since is kept)
+                drop_shard_manifests(manifests_read)
             if errors_csv is not None:
                 _write_errors(Path(errors_csv), errors)
         except OSError as exc:
@@ -378,7 +395,7 @@ def _write_errors(path: Path, errors: list[dict]) -> None:
 def extract_mels(clips: pd.DataFrame, mp: Mapping[str, Any], cache_root: str | os.PathLike,
                  workers: int | None = None, progress: bool = True, errors_csv: str | os.PathLike | None = None,
                  *, retry_errors: bool = False, chunksize: int | None = None,
-                 start_method: str | None = None) -> MelStore:
+                 start_method: str | None = None, shard: Shard | str | None = None) -> MelStore:
     """Computes mel images for every clip into ``cache_root/mel-<params_hash>/`` (resumable).
 
     Clips whose entry exists, or that an earlier run found without audio, are skipped; clips that failed are
@@ -395,13 +412,16 @@ def extract_mels(clips: pd.DataFrame, mp: Mapping[str, Any], cache_root: str | o
         retry_errors: Recompute clips that failed before.
         chunksize: Clips per task message (None: chosen from the count).
         start_method: multiprocessing start method (None: forkserver where available).
+        shard: Only the clips of part K of N (``core.shards``; ``'K/N'`` or a Shard), whose rows go to the folder's
+            ``manifest.shard-K-of-N.csv``: several processes or machines fill one folder at once, each with its own
+            part, and the next unsharded extraction merges their manifests into ``manifest.csv``.
 
     Returns:
         MelStore over the cache folder; ``.stats`` says how many clips were cached, computed, ok, no_audio, error.
     """
     params = mel_params(mp)
     root, stats = _run("mel", clips, params, cache_root, workers, progress, errors_csv, retry_errors, chunksize,
-                       start_method)
+                       start_method, Shard.parse(shard))
     store = MelStore(root)
     store.stats = stats
     return store
@@ -410,7 +430,7 @@ def extract_mels(clips: pd.DataFrame, mp: Mapping[str, Any], cache_root: str | o
 def extract_faces(clips: pd.DataFrame, fp: Mapping[str, Any], cache_root: str | os.PathLike,
                   workers: int | None = None, progress: bool = True, errors_csv: str | os.PathLike | None = None,
                   *, retry_errors: bool = False, chunksize: int | None = None,
-                  start_method: str | None = None) -> FaceStore:
+                  start_method: str | None = None, shard: Shard | str | None = None) -> FaceStore:
     """Computes face crops for every clip into ``cache_root/faces-<params_hash>/`` (resumable).
 
     Same contract as :func:`extract_mels`; entries hold ``faces`` uint8 (T, S, S, 3) and ``found`` bool (T,);
@@ -420,7 +440,7 @@ def extract_faces(clips: pd.DataFrame, fp: Mapping[str, Any], cache_root: str | 
     """
     params = face_params(fp)
     root, stats = _run("faces", clips, params, cache_root, workers, progress, errors_csv, retry_errors, chunksize,
-                       start_method)
+                       start_method, Shard.parse(shard))
     store = FaceStore(root)
     store.stats = stats
     return store
