@@ -192,3 +192,34 @@ def test_statuses_in_memory_match_the_cached_path(corpus_dir: dict, session_outp
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return make_corpus(tmp_path_factory.mktemp("api-bad"))
+
+
+def test_bench_api_counts_what_each_path_does(sample: dict, session_outputs: Path) -> None:
+    """``bench api`` on two clips, one call per setting: the in-memory path reads and writes nothing at either cache
+    size, the cached path it replaced reads and rewrites manifests on every call; the command line reaches it."""
+    import argparse
+
+    from ffdv_utils.bench.api import api_targets, bench_api
+    from ffdv_utils.cli.main import add_bench_parser
+
+    run = untrained_run("api-bench", model_type="audio")
+    videos = sample["data_root"] / "valset"
+    lines: list[str] = []
+    result = bench_api(videos, run, calls=1, cached=(0, 50), log=lines.append)
+    rows = {(r["path"], r["cached_clips"]): r for r in result["settings"]}
+    assert set(rows) == {("memory", 0), ("memory", 50), ("cache", 0), ("cache", 50)}
+    for n in (0, 50):
+        memory, cache = rows[("memory", n)], rows[("cache", n)]
+        assert (memory["manifest_reads_per_call"], memory["manifest_writes_per_call"]) == (0, 0)
+        assert memory["files_written_per_call"] == 0
+        assert cache["manifest_reads_per_call"] > 0 and cache["manifest_writes_per_call"] > 0
+        assert memory["work_s"] > 0 and memory["decode_s"] > 0 and memory["model_s"] > 0
+    assert set(result["targets"]) == {"bookkeeping_100k_calls_h", "flat_0_to_50"}
+    assert any(line.startswith("target flat_0_to_50: ") for line in lines)
+    slow = [{**rows[("memory", 0)], "bookkeeping_100k_h": 2.0}, {**rows[("memory", 50)], "bookkeeping_s": 1.0}]
+    judged = api_targets(slow)
+    assert not judged["bookkeeping_100k_calls_h"]["met"] and not judged["flat_0_to_50"]["met"]
+    ap = argparse.ArgumentParser()
+    add_bench_parser(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(["bench", "api", "--calls", "3", "--cached", "0", "100"])
+    assert (args.bench, args.calls, args.cached, args.run) == ("api", 3, [0, 100], None)
