@@ -1,7 +1,7 @@
 """``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
 
-Commands: demo, pipeline, params, sample-data, extract, train, score, submission (score, merge), probe, bench
-(extraction, train), kaggle (stage, push, check).
+Commands: demo, pipeline, params, kernel, sample-data, extract, train, score, submission (score, merge), probe, bench
+(extraction, train, api), kaggle (stage, push, check).
 
 Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
 import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
@@ -434,13 +434,35 @@ def _add_embeddings(bench_sub: Any) -> None:
     p.set_defaults(func=_embeddings_cmd)
 
 
+def _api_cmd(args: argparse.Namespace) -> int:
+    from ..bench.api import bench_api
+
+    result = bench_api(args.videos, args.run, calls=args.calls, cached=args.cached, make_n=args.make_clips,
+                       old_path=not args.no_old_path)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _add_api(bench_sub: Any) -> None:
+    p = bench_sub.add_parser("api", help="the test API per call (score_video) with an empty and a full feature cache")
+    p.add_argument("--videos", default=None, help="folder of clips (default: generate --make-clips small clips)")
+    p.add_argument("--run", default=None, help="run name, folder or .pt (default: a small fusion network with both "
+                   "parts, untrained)")
+    p.add_argument("--calls", type=int, default=30, help="timed calls per setting")
+    p.add_argument("--cached", type=int, nargs="+", default=[0, 4800], metavar="N", help="cache sizes (clips)")
+    p.add_argument("--make-clips", type=int, default=8, metavar="N", help="clips to generate without --videos")
+    p.add_argument("--no-old-path", action="store_true", help="skip the cached path (what score_video ran before)")
+    p.set_defaults(func=_api_cmd)
+
+
 def add_bench_parser(subparsers: Any) -> None:
-    """Adds ``bench extraction``, ``bench embeddings`` and ``bench train`` to the CLI's subparsers."""
-    p = subparsers.add_parser("bench", help="benchmarks: bench extraction, bench embeddings, bench train")
+    """Adds ``bench extraction``, ``bench embeddings``, ``bench train`` and ``bench api`` to the CLI's subparsers."""
+    p = subparsers.add_parser("bench", help="benchmarks: bench extraction, bench embeddings, bench train, bench api")
     bench_sub = p.add_subparsers(dest="bench", required=True)
     _add_extraction(bench_sub, "baseline vs workspace audio features, and face crops: clips/s")
     _add_embeddings(bench_sub)
     add_bench_train_parser(bench_sub)
+    _add_api(bench_sub)
 
 
 def _compile_arg(value: str) -> Any:

@@ -57,10 +57,13 @@ class Detector:
             out.update(part.scorer.fit(self.params, clips, progress=progress))
         return out
 
-    def part_scores(self, clips: pd.DataFrame, params: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
-        """{part kind: scores of ``clips`` in their order}."""
+    def part_scores(self, clips: pd.DataFrame, params: Mapping[str, Any] | None = None,
+                    source: Any = None) -> dict[str, np.ndarray]:
+        """{part kind: scores of ``clips`` in their order} (features from the cache, or from ``source``: see
+        ``features.clips.clip_features``; a scorer is handed ``source`` only when there is one)."""
         p = self.params if params is None else params
-        return {part.kind: np.asarray(part.scorer.score(p, clips), float) for part in self.parts}
+        kw = {} if source is None else {"source": source}
+        return {part.kind: np.asarray(part.scorer.score(p, clips, **kw), float) for part in self.parts}
 
     def join(self, network_scores: np.ndarray, part_scores: Mapping[str, np.ndarray]) -> np.ndarray:
         """The final score from the network's scores and each part's (same clips, same order)."""

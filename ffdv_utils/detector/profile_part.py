@@ -28,12 +28,13 @@ BINS = 32
 
 
 def profile_signatures(params: Mapping[str, Any], clips: pd.DataFrame, batch: int = 32,
-                       progress: bool = False) -> np.ndarray:
+                       progress: bool = False, source: Any = None) -> np.ndarray:
     """(N, 32 + 8) the signatures of ``clips`` (video_name, path): the spectral profile of the ``profile_mel_preset``
-    mel image and the sharpness signature of the run's face crops (extracted into the cache when missing)."""
+    mel image and the sharpness signature of the run's face crops (extracted into the cache when missing; computed
+    in memory with a ``source``: ``features.clips.clip_features``)."""
     p = with_defaults(params, FEATURES)
     p["mel_preset"] = ProfilePartParams.of(params).profile_mel_preset
-    feats = clip_features(p, clips, ("mel", "faces"), progress=progress)
+    feats = clip_features(p, clips, ("mel", "faces"), progress=progress, source=source)
     names = list(clips.video_name)
     ds = ClipDataset(names, np.zeros(len(names)), mels=feats["mels"], has_audio=feats["has_audio"],
                      faces=feats["faces"])
@@ -79,8 +80,8 @@ class ProfileScorer(Scorer):
         self.coef, self.intercept, self.n_fit = lr.coef_[0], float(lr.intercept_[0]), len(y)
         return {"profile_n_fit": self.n_fit}
 
-    def score(self, params: Mapping[str, Any], clips: pd.DataFrame) -> np.ndarray:
-        x = profile_signatures(self._params(params), clips)
+    def score(self, params: Mapping[str, Any], clips: pd.DataFrame, source: Any = None) -> np.ndarray:
+        x = profile_signatures(self._params(params), clips, source=source)
         z = (x - self.mean) / self.scale @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-z))
 

@@ -109,8 +109,8 @@ class RealOnlyScorer(Scorer):
         self.model.fit(clip_statistics(params, clips, progress=progress))
         return {"real_only_n_real": len(self.model.fitted_names)}
 
-    def score(self, params: Mapping[str, Any], clips: pd.DataFrame) -> np.ndarray:
-        return self.model.score(clip_statistics(params, clips, progress=False))
+    def score(self, params: Mapping[str, Any], clips: pd.DataFrame, source: Any = None) -> np.ndarray:
+        return self.model.score(clip_statistics(params, clips, progress=False, source=source))
 
     def state(self) -> dict[str, Any]:
         return self.model.state()

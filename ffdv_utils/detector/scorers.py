@@ -36,8 +36,9 @@ class Scorer(ABC):
         """Fit on the training clips (video_name, path, target); returns what a run records about the fit."""
 
     @abstractmethod
-    def score(self, params: Mapping[str, Any], clips: pd.DataFrame) -> np.ndarray:
-        """Scores in [0, 1] (higher: more likely fake) of ``clips`` (video_name, path), in their order."""
+    def score(self, params: Mapping[str, Any], clips: pd.DataFrame, source: Any = None) -> np.ndarray:
+        """Scores in [0, 1] (higher: more likely fake) of ``clips`` (video_name, path), in their order; features
+        from the cache, or from ``source`` (``features.memory.MemoryFeatures``, the test API: nothing written)."""
 
     @abstractmethod
     def state(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def _pack(stores: Mapping[str, Any], names: Sequence[str], size: int, drop_faile
     out: dict[str, Any] = {"failed": failed, "keep": keep, "stores": dict(stores)}
     # why each failed clip failed, from the manifests (one message per modality that could not be decoded)
     errors: dict[str, str] = {}
-    for store in stores.values():
+    for store in stores.values() if failed.any() else ():  # (a manifest table is not free: only when needed)
         table = store.table
         bad = table[(table.status == "error") & table.video_name.isin(set(names))]
         for name, msg in zip(bad.video_name, bad.error):
@@ -51,7 +51,7 @@ def _pack(stores: Mapping[str, Any], names: Sequence[str], size: int, drop_faile
 
 
 def clip_features(params: Mapping[str, Any], clips: pd.DataFrame, inputs: Sequence[str], progress: bool = True,
-                  errors_csv: Any = None, drop_failed: bool = False) -> dict:
+                  errors_csv: Any = None, drop_failed: bool = False, source: Any = None) -> dict:
     """Extract (or read back from the cache) what ``inputs`` need for ``clips`` (video_name, path).
 
     Returns ``mels`` (N, H, W) uint8 memory map, ``has_audio`` (N,), ``faces`` (a FaceStore), as needed, and
@@ -59,13 +59,23 @@ def clip_features(params: Mapping[str, Any], clips: pd.DataFrame, inputs: Sequen
     ``drop_failed`` those clips are left out (``keep`` says which rows of ``clips`` remain) before the arrays are
     packed, so nothing is copied. Extraction is resumable and keyed by the feature parameters, so calling this
     again costs a cache lookup.
+
+    ``source`` (a ``features.memory.MemoryFeatures``) computes the features in memory instead, by the same
+    functions: the same return value (``mels`` an in-memory array), and no file read or written (``errors_csv``
+    is not written either). None: the on-disk cache.
     """
     p = with_defaults(params, FEATURES)
     stores: dict[str, Any] = {}
-    if "mel" in inputs or "has_audio" in inputs:
+    wanted = {"mel": ("mel" in inputs or "has_audio" in inputs), "faces": "faces" in inputs}
+    if source is not None:
+        for kind, resolve in (("mel", mel_params), ("faces", face_params)):
+            if wanted[kind]:
+                stores[kind] = source.store(kind, resolve(p), clips)
+        return _pack(stores, list(clips.video_name), int(p["image_size"]), drop_failed)
+    if wanted["mel"]:
         stores["mel"] = extract_mels(clips[["video_name", "path"]], mel_params(p), cache_dir(),
                                      workers=p["feature_workers"], progress=progress, errors_csv=errors_csv)
-    if "faces" in inputs:
+    if wanted["faces"]:
         stores["faces"] = extract_faces(clips[["video_name", "path"]], face_params(p), cache_dir(),
                                         workers=p["feature_workers"], progress=progress, errors_csv=errors_csv)
     return _pack(stores, list(clips.video_name), int(p["image_size"]), drop_failed)

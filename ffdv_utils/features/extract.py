@@ -104,26 +104,54 @@ def _init_worker(kind: str, params: dict, root: str, limit_threads: bool = True,
     _W.update(kind=kind, params=params, root=Path(root), suffix=".npy" if kind == "mel" else ".npz")
 
 
-def _mel_task(path: str) -> tuple[dict, Callable | None]:
-    mp = _W["params"]
+def compute_mel(path: str, mp: Mapping[str, Any]) -> tuple[dict, np.ndarray | None]:
+    """One clip's mel image as extraction makes it: (its manifest fields: status ok or no_audio, has_audio, seconds,
+    note, shape; the uint8 image, None when the clip has no usable audio). ``mp``: resolved mel parameters
+    (``mel_params``). Raises MediaError when the file cannot be decoded."""
     audio = load_audio(path, mp["sr"], mp["max_seconds"] or None, resampler=mp["resampler"])
     reason = audio_status(audio, mp)
     row = {"seconds": round(audio.size / mp["sr"], 3)}
     if reason:
         return {**row, "status": "no_audio", "has_audio": False, "note": reason}, None
     img = mel_image(audio, mp)
-    return {**row, "status": "ok", "has_audio": True, "shape": "x".join(map(str, img.shape))}, \
-        (lambda f: np.save(f, img))
+    return {**row, "status": "ok", "has_audio": True, "shape": "x".join(map(str, img.shape))}, img
 
 
-def _face_task(path: str) -> tuple[dict, Callable | None]:
-    fp = _W["params"]
+def compute_faces(path: str, fp: Mapping[str, Any]) -> tuple[dict, dict[str, np.ndarray]]:
+    """One clip's face entry as extraction makes it: (its manifest fields; the arrays of ``features.faces.face_entry``).
+    ``fp``: resolved face parameters (``face_params``). Raises MediaError when the file cannot be decoded."""
     frames = load_frames(path, fp["frames"], fp["work_size"] or None, threads=1)
     entry = face_entry(frames, fp)  # haar / center: faces, found; mtcnn: also mouths, landmarks, landmarks_frame
     found = entry["found"]
     note = f"{int(found.sum())}/{found.size} frames with a face"
-    return {"status": "ok", "has_audio": False, "note": note, "shape": "x".join(map(str, entry["faces"].shape))}, \
-        (lambda f: np.savez(f, **entry))
+    return {"status": "ok", "has_audio": False, "note": note, "shape": "x".join(map(str, entry["faces"].shape))}, entry
+
+
+def compute_entry(kind: str, name: str, path: str | None, params: Mapping[str, Any]) -> tuple[dict, Any]:
+    """One clip's features in this process, nothing written: (its manifest row, as ``extract_mels`` /
+    ``extract_faces`` would record it; the mel image or face entry, None when there is none). A clip that cannot be
+    decoded gets status ``error`` and the error the cache would record, never an exception."""
+    row = {"video_name": name, "has_audio": False, "status": "error", "error": "", "note": "", "seconds": "",
+           "shape": "", "source": ""}
+    try:
+        if not isinstance(path, str) or not path:
+            raise MediaError(str(path), "no path for this clip")
+        result, arrays = (compute_mel if kind == "mel" else compute_faces)(path, params)
+    except MediaError as e:
+        return {**row, "error": e.message}, None
+    except Exception as e:  # one bad clip must not end the call: reported in its row, as extraction does
+        return {**row, "error": f"{type(e).__name__}: {e}"}, None
+    return {**row, **result}, arrays
+
+
+def _mel_task(path: str) -> tuple[dict, Callable | None]:
+    row, img = compute_mel(path, _W["params"])
+    return row, None if img is None else (lambda f: np.save(f, img))
+
+
+def _face_task(path: str) -> tuple[dict, Callable | None]:
+    row, entry = compute_faces(path, _W["params"])
+    return row, (lambda f: np.savez(f, **entry))
 
 
 def _work(task: tuple[str, str]) -> dict:

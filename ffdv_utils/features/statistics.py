@@ -291,18 +291,19 @@ def _statistics_rows(ds: ClipDataset, store: Any, rows_wanted: Sequence[int], ba
 
 
 def clip_statistics(params: Mapping[str, Any], clips: pd.DataFrame, batch: int = 32,
-                    progress: bool = False, pseudo: PseudoFakes | None = None) -> pd.DataFrame:
+                    progress: bool = False, pseudo: PseudoFakes | None = None, source: Any = None) -> pd.DataFrame:
     """The statistics of ``clips`` (video_name, path[, target, ...]): one row per clip, ``STAT_NAMES`` columns.
 
     Each clip's row is computed once and cached (``statistics_folder``). With ``pseudo`` (a ``pseudo.PseudoFakes``),
     each clip is first turned into a pseudo-fake as the training loader would (epoch 0; a family with probability 1
     changes every clip it can): the statistics of manipulations the score never saw, made from clips it never fitted
-    (``tools/real_only_study.py``); those are not cached."""
-    feats = clip_features(params, clips, ("mel", "faces"), progress=progress)
+    (``tools/real_only_study.py``); those are not cached. With ``source`` (``features.memory.MemoryFeatures``: the
+    test API) the features and the statistics are computed in memory, and no file is read or written."""
+    feats = clip_features(params, clips, ("mel", "faces"), progress=progress, source=source)
     names = list(clips.video_name)
     ds = ClipDataset(names, np.zeros(len(names)), mels=feats["mels"], has_audio=feats["has_audio"],
                      faces=feats["faces"], pseudo=pseudo)
-    folder = statistics_folder(params) if pseudo is None else None
+    folder = statistics_folder(params) if pseudo is None and source is None else None
     paths = [folder / "entries" / entry_file(n, ".npy") for n in names] if folder is not None else []
     values: dict[int, list[float]] = {}
     for i, path in enumerate(paths):

@@ -1,7 +1,8 @@
 """Scoring: every score -- validation, ``06_submission``, ``python -m ffdv_utils score`` -- goes through
 ``predict_clips``, which reads the run's saved parameters, extracts features with the function training used
 (``features.clips.clip_features``) and reads them with training's batch reader. Also TTA, ensembles of runs and
-the test API (``score_video``: file path in, probability of fake out).
+the test API (``score_video``: file path in, probability of fake out; ``VideoScorer``: the same as an object that
+keeps the model, computes each clip's features in memory and writes nothing).
 
 A clip that cannot be decoded at all still gets a row: the ``fallback_score`` (0.5 by default: it ranks such
 clips in the middle, which costs the least AUC when nothing is known), and it is listed in
@@ -33,6 +34,7 @@ from ..detector import NETWORK, Detector, load_detector
 from ..features.batches import ClipDataset, batch_loader
 from ..features.clips import clip_features
 from ..features.embeddings import attach_embeddings
+from ..features.memory import MemoryFeatures
 from ..media.decode import probe_video
 from ..models.checkpoint import Checkpoint, checkpoint_path
 from ..models.registry import model_inputs
@@ -69,7 +71,8 @@ def path_problem(path: str | os.PathLike) -> str:
 
 def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], clips: pd.DataFrame, tta: int = 1,
                   batch_size: int = 64, device: str = "auto", progress: bool = True,
-                  errors_csv: Path | None = None, cached_embeddings: bool = False) -> pd.DataFrame:
+                  errors_csv: Path | None = None, cached_embeddings: bool = False,
+                  source: MemoryFeatures | None = None) -> pd.DataFrame:
     """Scores for ``clips`` (video_name, path): video_name, score, status (ok | no_audio | fallback: <why>), and for a
     detector with parts (a real-only score...) the parts of each joined score, ``model_score`` and
     ``<kind>_score``. A bare network (``nn.Module``) scores alone.
@@ -79,6 +82,10 @@ def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], 
     backbones run on the clips' features (the test API), or with ``cached_embeddings`` their outputs come from the
     embedding cache as in training (``features.embeddings``; computed once per clip, then shared by every run with
     the same backbone weights: what a comparison scoring many runs on one split wants).
+
+    With ``source`` (a ``features.memory.MemoryFeatures``: the test API, ``VideoScorer``) the network's and the
+    parts' features are computed in memory by the same functions and nothing is read from or written to the cache;
+    the scores are the cached path's.
     """
     p = with_defaults(params, INFERENCE, TRAINING)
     detector = model if isinstance(model, Detector) else Detector(model, dict(p))
@@ -94,7 +101,8 @@ def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], 
     parts: dict[str, np.ndarray] = {}  # with joined scores: the network's and each part's
     present = clips[clips.exists.to_numpy(bool)].reset_index()
     if len(present):
-        feats = clip_features(p, present, model_inputs(network), progress=progress, errors_csv=errors_csv)
+        feats = clip_features(p, present, model_inputs(network), progress=progress, errors_csv=errors_csv,
+                              source=source)
         ds = ClipDataset(present.video_name, np.zeros(len(present)), mels=feats.get("mels"),
                          has_audio=feats.get("has_audio"), faces=feats.get("faces"))
         if cached_embeddings:
@@ -103,7 +111,7 @@ def predict_clips(model: Detector | torch.nn.Module, params: Mapping[str, Any], 
         idx, s = predict_loader(network, loader, dev, amp_dtype(p["amp"], dev), tta=tta, progress=progress)
         rows = present["index"].to_numpy()
         if detector.parts:  # the run's joined score, as in its validation (``Detector.join``)
-            found = {k: v[idx] for k, v in detector.part_scores(present, p).items()}
+            found = {k: v[idx] for k, v in detector.part_scores(present, p, source=source).items()}
             parts = {f"{k}_score": np.full(len(clips), np.nan) for k in (NETWORK, *found)}
             parts[f"{NETWORK}_score"][rows[idx]] = s
             for k, v in found.items():
@@ -190,25 +198,57 @@ def predict_runs(runs: Iterable[str], clips: pd.DataFrame, tta: int = 1, method:
     return out[["video_name", "score", "status"]], record
 
 
-def score_table(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.PathLike, device: str = "auto",
-                tta: int = 1, progress: bool = False) -> pd.DataFrame:
-    """video_name, path, score, status for many files with one model load (what ``score`` prints)."""
-    ckpt = checkpoint_path(run_or_checkpoint)
-    detector = _cached_detector(str(ckpt), file_stamp(ckpt), device)
+MEMORY_BATCH = 8  # score_table computes the features of at most this many files in memory (see its docstring)
+
+
+def clip_rows(paths: Sequence[str | os.PathLike]) -> tuple[pd.DataFrame, list[str]]:
+    """The clips table scoring needs for ``paths`` (video_name made unique within the call, real path, exists) and
+    the file names as given. Linear in the number of paths; never raises on a bad path."""
     # realpath, not Path.resolve: a symlink loop among the paths must give that path a row, not end the batch
-    clips = pd.DataFrame({"video_name": [Path(p).name for p in paths],
+    names = [Path(p).name for p in paths]
+    clips = pd.DataFrame({"video_name": names,
                           "path": [os.path.realpath(os.path.expanduser(os.fspath(p))) for p in paths]})
-    problems = [path_problem(p) for p in clips.path]
-    clips["exists"] = [not why for why in problems]
+    clips["exists"] = [not path_problem(p) for p in clips.path]
     # one name per clip within a call (the feature cache is keyed by name); the cache itself notices when a name
     # points at another file than the one its entry was made from, and recomputes
-    names = list(clips.video_name)
     counts = Counter(names)  # one pass: a count per name inside the comprehension would be quadratic
     clips["video_name"] = [n if counts[n] == 1 else f"{i}_{n}" for i, n in enumerate(names)]
-    scores = predict_clips(detector, detector.params, clips, tta=tta, device=device, progress=progress)
+    return clips, names
+
+
+def scored_table(detector: Detector, paths: Sequence[str | os.PathLike], device: str = "auto", tta: int = 1,
+                 progress: bool = False, in_memory: bool = True, chunk: int = 64) -> pd.DataFrame:
+    """video_name, path, score, status of ``paths`` scored by ``detector``, through ``predict_clips``.
+
+    ``in_memory``: each chunk of ``chunk`` files gets its own ``MemoryFeatures`` (features computed in this
+    process, held for that chunk only, nothing read from or written to the cache). Otherwise the features come
+    from the cache, extracted by the parallel workers where missing.
+    """
+    clips, names = clip_rows(paths)
+    if in_memory:
+        parts = [predict_clips(detector, detector.params, clips.iloc[s:s + chunk], tta=tta, device=device,
+                               progress=False, source=MemoryFeatures()) for s in range(0, max(1, len(clips)), chunk)]
+        scores = pd.concat(parts, ignore_index=True)
+    else:
+        scores = predict_clips(detector, detector.params, clips, tta=tta, device=device, progress=progress)
     status = with_video_status(scores.status, clips.path)
     return pd.DataFrame({"video_name": names, "path": clips.path, "score": scores.score.astype(float),
                          "status": status})
+
+
+def score_table(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.PathLike, device: str = "auto",
+                tta: int = 1, progress: bool = False, in_memory: bool | None = None) -> pd.DataFrame:
+    """video_name, path, score, status for many files with one model load (what ``score`` prints).
+
+    ``in_memory`` None: up to ``MEMORY_BATCH`` files are scored like the test API (features computed in this
+    process, nothing written: a few files are not worth starting the extraction workers for, and a call then costs
+    the same whatever the cache holds); more go through the feature cache, extracted by the parallel workers
+    (resumable, and a later call or 06 on the same files reads them back). True / False force either.
+    """
+    ckpt = checkpoint_path(run_or_checkpoint)
+    detector = _cached_detector(str(ckpt), file_stamp(ckpt), device)
+    memory = len(paths) <= MEMORY_BATCH if in_memory is None else bool(in_memory)
+    return scored_table(detector, paths, device, tta, progress, in_memory=memory)
 
 
 def with_video_status(status: Sequence[str], paths: Sequence[str]) -> np.ndarray:
@@ -229,12 +269,74 @@ def has_video_stream(path: str | os.PathLike) -> bool:
     return bool(info["error"]) or bool(info["video_codec"] or info["width"])
 
 
+class VideoScorer:
+    """The test API as an object: a run's detector (network, real-only and profile parts, parameters) loaded once
+    and kept; each call scores files through ``predict_clips`` -- the batch reader, network and parts of every
+    other score -- with features computed in memory by the functions extraction uses (``features.memory``).
+
+    A call reads and writes nothing in the feature cache (no manifest, no entry, no packed stack): its cost is the
+    clip's decode and the model, whatever the cache holds and however many calls came before. Unreadable files get
+    the fallback score; ``table`` says why (``fallback: ...``, ``no_audio``, ``no_video``), as ``score`` does.
+
+    Example:
+        >>> scorer = VideoScorer("my_run", device="cpu")
+        >>> scorer("clip.mp4")  # probability that the clip is fake
+        0.83
+        >>> scorer.score_many(["a.mp4", "b.mp4"])
+        [0.12, 0.97]
+
+    Args:
+        run_or_checkpoint: A run name, a run folder or a checkpoint ``.pt`` file.
+        device: Where the network runs ("auto", "cpu", "cuda").
+        tta: Test-time passes (1: none; see ``training.evaluate.predict_loader``).
+        detector: An already loaded detector of that checkpoint (skips loading it again).
+    """
+
+    chunk = 64  # files whose features are held at once by ``score_many`` and ``table``
+
+    def __init__(self, run_or_checkpoint: str | os.PathLike, device: str = "auto", tta: int = 1,
+                 detector: Detector | None = None):
+        self.checkpoint = checkpoint_path(run_or_checkpoint)
+        self.detector = detector if detector is not None else load_detector(self.checkpoint, device)
+        self.device, self.tta = device, int(tta)
+
+    def __call__(self, path: str | os.PathLike) -> float:
+        return self.score(path)
+
+    def score(self, path: str | os.PathLike) -> float:
+        """Probability that the clip at ``path`` is fake (the fallback score when it cannot be read)."""
+        return float(self.table([path]).score.iloc[0])
+
+    def score_many(self, paths: Sequence[str | os.PathLike]) -> list[float]:
+        """Scores of ``paths`` in their order."""
+        return [float(s) for s in self.table(paths).score]
+
+    def table(self, paths: Sequence[str | os.PathLike], tta: int | None = None) -> pd.DataFrame:
+        """video_name, path, score, status of ``paths`` (as ``score_table``), ``chunk`` files at a time."""
+        return scored_table(self.detector, list(paths), self.device, self.tta if tta is None else int(tta),
+                            in_memory=True, chunk=self.chunk)
+
+
+@lru_cache(maxsize=4)
+def _cached_scorer(path: str, stamp: str, device: str) -> VideoScorer:
+    return VideoScorer(path, device, detector=_cached_detector(path, stamp, device))
+
+
+def video_scorer(run_or_checkpoint: str | os.PathLike, device: str = "auto") -> VideoScorer:
+    """The kept ``VideoScorer`` of a checkpoint: made on first use, made again when the file changes (size or
+    modification time), so a retrained run is never scored with its old weights."""
+    ckpt = checkpoint_path(run_or_checkpoint)
+    return _cached_scorer(str(ckpt), file_stamp(ckpt), device)
+
+
 def score_video(path: str | os.PathLike, run_or_checkpoint: str | os.PathLike, device: str = "auto") -> float:
-    """The test API: probability that the clip at ``path`` is fake. The model is loaded once and kept."""
-    return score_videos([path], run_or_checkpoint, device=device)[0]
+    """The test API: probability that the clip at ``path`` is fake. The model and its parts are loaded once and
+    kept (``video_scorer``); the clip's features are computed in memory and nothing is written (``VideoScorer``)."""
+    return video_scorer(run_or_checkpoint, device).score(path)
 
 
 def score_videos(paths: Sequence[str | os.PathLike], run_or_checkpoint: str | os.PathLike,
                  device: str = "auto", tta: int = 1, progress: bool = False) -> list[float]:
-    """Scores for many files with one model load, in the order given (fallback score for unreadable files)."""
-    return [float(s) for s in score_table(paths, run_or_checkpoint, device, tta, progress).score]
+    """Scores for many files with one model load, in the order given (fallback score for unreadable files); the
+    test API's list form: features in memory, 64 files at a time, nothing written (``VideoScorer``)."""
+    return [float(s) for s in video_scorer(run_or_checkpoint, device).table(paths, tta=tta).score]
