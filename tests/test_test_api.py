@@ -100,18 +100,19 @@ class _CacheSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch):
         self.reads, self.writes = 0, 0
-        read, write = cache_mod.read_manifest, cache_mod.write_manifest
+        # every manifest read goes through read_manifest_files (read_manifest and extraction's own read)
+        read, write = cache_mod.read_manifest_files, cache_mod.write_manifest
 
-        def counted_read(root: Path) -> dict:
+        def counted_read(root: Path) -> tuple:
             self.reads += 1
             return read(root)
 
-        def counted_write(root: Path, rows: dict) -> None:
+        def counted_write(root: Path, rows: dict, *args: object) -> None:
             self.writes += 1
-            write(root, rows)
+            write(root, rows, *args)
 
         for mod in (cache_mod, extract_mod):
-            monkeypatch.setattr(mod, "read_manifest", counted_read)
+            monkeypatch.setattr(mod, "read_manifest_files", counted_read)
             monkeypatch.setattr(mod, "write_manifest", counted_write)
 
 
@@ -162,6 +163,8 @@ def test_a_call_reads_no_manifest_and_writes_nothing_whatever_the_cache_holds(
     assert score_videos(clips, parts_checkpoint, device="cpu") == pytest.approx(empty, abs=1e-6)
     score_table(clips, parts_checkpoint, device="cpu")  # the command on a few files: the same path
     assert (spy.reads, spy.writes) == (0, 0) and _listing(root) == before
+    score_table(clips[:1], parts_checkpoint, device="cpu", in_memory=False)  # the control: the spy sees the cache path
+    assert spy.reads > 0 and spy.writes > 0
 
 
 def test_the_scorer_is_kept_per_checkpoint(parts_checkpoint: Path) -> None:

@@ -101,7 +101,7 @@ class _Meter:
         for mod in (score_mod, profile_mod, statistics_mod):
             patch(mod, "clip_features", timed("fetch"))
         for mod in (cache_mod, extract_mod):
-            patch(mod, "read_manifest", counted("reads"))
+            patch(mod, "read_manifest_files", counted("reads"))  # every manifest read goes through it
             patch(mod, "write_manifest", counted("writes"))
         try:
             yield self
