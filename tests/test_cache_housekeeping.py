@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from ffdv_utils.features.cache import (
     PACKED_KEEP,
     FaceStore,
     MelStore,
+    as_stored,
     decode_crops,
     encode_crops,
     entry_file,
@@ -154,10 +157,16 @@ def test_stale_folders_are_listed_and_removed_only_with_yes(workspace: dict) -> 
     assert len(stacks) == 2 and all(Path(p).parent.parent == ws["used_mel"] for p in stacks.path)
     assert not dry.removed.any()
     assert ws["stale_mel"].is_dir() and ws["stale_emb"].is_dir() and len(list(ws["used_mel"].glob("packed/*"))) == 4
-    # nothing that is not stale is older than a day: --older-than 1 removes nothing
+    # nothing is older than a day: --older-than 1 removes nothing; a stale folder last used 3 days ago goes
     assert prune(ws["cache"], yes=True, older_than_days=1, **kw).empty and ws["stale_mel"].is_dir()
+    three_days = time.time() - 3 * 86400
+    for path in [ws["stale_mel"], *ws["stale_mel"].rglob("*")]:
+        os.utime(path, (three_days, three_days))
+    aged = prune(ws["cache"], yes=True, older_than_days=2, **kw)
+    assert list(map(Path, aged.path)) == [ws["stale_mel"]] and aged.removed.all()
+    assert not ws["stale_mel"].exists() and ws["stale_emb"].is_dir()
     done = prune(ws["cache"], yes=True, **kw)
-    assert done.removed.all() and len(done) == len(dry)
+    assert done.removed.all() and len(done) == len(dry) - 1
     assert not ws["stale_mel"].exists() and not ws["stale_emb"].exists()
     for kept in ("used_mel", "faces", "used_emb"):  # used by a run, by a preset, made from a used folder
         assert ws[kept].is_dir()
@@ -252,12 +261,16 @@ def test_extraction_stores_encoded_crops_and_recode_matches(tmp_path: Path) -> N
     assert 0 < np.abs(stores["jpeg"].get("c.mp4").astype(int) - raw).mean() < 4
     with np.load(stores["jpeg"].path("c.mp4")) as z:
         assert "faces_encoded" in z.files and "faces" not in z.files
+        # a path that crops without the cache gets the same crops through as_stored
+        fresh = {"faces": raw, "found": stores["raw"].face_found("c.mp4")}
+        np.testing.assert_array_equal(as_stored(fresh, stores["jpeg"].params)["faces"], stores["jpeg"].get("c.mp4"))
     sizes = {c: s.path("c.mp4").stat().st_size for c, s in stores.items()}
     assert sizes["jpeg"] < sizes["png"] < sizes["raw"]
     for codec in ("png", "jpeg"):
         other = tmp_path / "recoded"
         folder = recode_faces(stores["raw"].root, codec, 90, cache_root=other)
-        assert folder.name == stores[codec].root.name == f"faces-{params_hash(face_params({**base, 'face_codec': codec}))}"
+        key = params_hash(face_params({**base, "face_codec": codec}))
+        assert folder.name == stores[codec].root.name == f"faces-{key}"
         recoded = FaceStore(folder)
         assert recoded.status("c.mp4") == "ok"
         np.testing.assert_array_equal(recoded.get("c.mp4"), stores[codec].get("c.mp4"))

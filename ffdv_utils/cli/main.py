@@ -108,7 +108,7 @@ def _cache(args: argparse.Namespace) -> int:
             report = cache_report(root)
             print(f"cache {root}: {len(report)} folder(s)")
             if len(report):
-                print(report.to_string(index=False))
+                print(report.drop(columns=["last_use_ts"]).to_string(index=False))
                 print(report_totals(report).to_string(index=False))
             return 0
         items = prune(root, yes=args.yes, older_than_days=args.older_than)

@@ -110,6 +110,14 @@ def decode_crops(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
+def as_stored(entry: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """What ``FaceStore.entry`` returns for a clip whose ``face_entry`` is ``entry`` under the resolved face
+    ``params`` (their ``codec`` / ``quality``): for a path that crops a clip without the cache, so its crops match
+    those a model was trained on."""
+    codec = params.get("codec", "raw")
+    return dict(entry) if codec == "raw" else decode_crops(encode_crops(entry, codec, params.get("quality", 90)))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # cache stores
 

@@ -84,7 +84,7 @@ def recode_faces(source: str | os.PathLike, codec: str, quality: int = 90,
 
 _KEYED = re.compile(r"^(mel|faces|stats|emb-mel|emb-faces)-([0-9a-f]{6,40})$")
 REPORT_COLUMNS = ["kind", "folder", "key", "params", "clips", "ok", "no_audio", "error", "entry_bytes",
-                  "packed_stacks", "packed_bytes", "last_use"]
+                  "packed_stacks", "packed_bytes", "last_use", "last_use_ts"]
 
 
 def _walk(folder: Path) -> tuple[int, int, float]:
@@ -160,7 +160,8 @@ def cache_folders(root: str | os.PathLike | None = None) -> list[tuple[str, Path
 def cache_report(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per cache folder (REPORT_COLUMNS): its kind, key, a parameter summary, clips (manifest rows, or
     entry files where a folder has no manifest) by status, bytes outside and inside ``packed/``, and its last use
-    (the newest modification time inside: a write, or a packed stack's use)."""
+    (the newest modification time inside: a write, or a packed stack's use; local time, and ``last_use_ts`` in
+    seconds since the epoch)."""
     rows = []
     for kind, folder in cache_folders(root):
         params = _read_params(folder)
@@ -180,7 +181,8 @@ def cache_report(root: str | os.PathLike | None = None) -> pd.DataFrame:
                      "ok": counts.get("ok", 0), "no_audio": counts.get("no_audio", 0),
                      "error": counts.get("error", 0), "entry_bytes": total - packed_bytes,
                      "packed_stacks": len(stacks), "packed_bytes": packed_bytes,
-                     "last_use": time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)) if newest else ""})
+                     "last_use": time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)) if newest else "",
+                     "last_use_ts": newest})
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
@@ -278,14 +280,12 @@ def stale_folders(root: str | os.PathLike | None = None, outputs: str | os.PathL
             sources = [params.get("source")] if kind != "stats" else [params.get("mel"), params.get("faces")]
             gone = [s for s in sources if not s or s not in used or s not in present]
             if gone:
-                reason = f"made from {', '.join(str(s) for s in gone)}, which no run or preset uses"
+                reason = f"made from {', '.join(str(s) for s in gone)}: gone, or no run or preset uses it"
         why.append(reason)
     out = report.assign(why=why)
     out = out[out.why != ""]
     if older_than_days is not None:
-        cutoff = time.time() - float(older_than_days) * 86400
-        last = pd.to_datetime(out.last_use, errors="coerce")
-        out = out[(last.map(lambda t: t.timestamp() if not pd.isna(t) else 0.0)) < cutoff]
+        out = out[out.last_use_ts < time.time() - float(older_than_days) * 86400]
     return out.reset_index(drop=True)
 
 
