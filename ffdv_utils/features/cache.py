@@ -334,31 +334,41 @@ class FaceStore(_Store):
         """True when the entries carry mouth crops and landmarks (detector ``mtcnn``)."""
         return self.params.get("detector") == "mtcnn"
 
-    def entry(self, name: str) -> dict[str, np.ndarray] | None:
-        """Every array of the clip's entry, read in one go (None when the clip failed, is unknown or is damaged)."""
+    def entry(self, name: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray] | None:
+        """The arrays of the clip's entry (None when the clip failed, is unknown or is damaged).
+
+        Args:
+            name: Clip name.
+            keys: Only these arrays (e.g. ``("faces",)``): the others are neither read nor decoded. Default: all.
+        """
         if self._status.get(name) != "ok":
             return None
         try:
             with np.load(self.path(name)) as z:
-                return decode_crops({k: z[k] for k in z.files})
+                if keys is None:
+                    members = z.files
+                else:
+                    wanted = {f"{k}{tail}" for k in keys for tail in ("", "_encoded", "_offsets", "_shape")}
+                    members = [m for m in z.files if m in wanted]
+                return decode_crops({k: z[k] for k in members})
         except (OSError, ValueError, KeyError, cv2.error):
             return None  # entry deleted or damaged behind our back: fall back rather than stop a training run
 
     def get(self, name: str) -> np.ndarray:
         """uint8 (T, S, S, 3) RGB crops (zeros when the clip failed or is unknown)."""
-        got = self.entry(name)
+        got = self.entry(name, ("faces",))
         return got["faces"] if got is not None else np.zeros(self.fallback_shape, np.uint8)
 
     def face_found(self, name: str) -> np.ndarray:
         """bool (T,): True where the detector found a face in that frame."""
-        got = self.entry(name)
+        got = self.entry(name, ("found",))
         return got["found"] if got is not None else np.zeros(self.fallback_shape[0], bool)
 
     def mouths(self, name: str) -> np.ndarray | None:
         """uint8 (T, M, M, 3) RGB mouth crops (mtcnn caches; zeros for a failed clip), None for haar / center."""
         if not self.has_landmarks:
             return None
-        got = self.entry(name)
+        got = self.entry(name, ("mouths",))
         if got is None or "mouths" not in got:
             m = int(self.params["mouth_size"])
             return np.zeros((self.fallback_shape[0], m, m, 3), np.uint8)
@@ -372,8 +382,8 @@ class FaceStore(_Store):
         """
         if not self.has_landmarks:
             return None
-        got = self.entry(name)
         key = "landmarks_frame" if frame else "landmarks"
+        got = self.entry(name, (key,))
         if got is None or key not in got:
             return np.zeros((self.fallback_shape[0], 5, 2), np.float32)
         return got[key]
