@@ -169,8 +169,9 @@ def cache_report(root: str | os.PathLike | None = None) -> pd.DataFrame:
         stacks = packed_files(folder / "packed")
         _, packed_bytes, _ = _walk(folder / "packed") if stacks or (folder / "packed").is_dir() else (0, 0, 0.0)
         counts: dict[str, int] = {}
-        if (folder / "manifest.csv").is_file():
-            for row in read_manifest(folder).values():
+        rows_read = read_manifest(folder)
+        if rows_read:
+            for row in rows_read.values():
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
             clips = sum(counts.values())
         else:
