@@ -226,3 +226,22 @@ def test_bench_api_counts_what_each_path_does(sample: dict, session_outputs: Pat
     add_bench_parser(ap.add_subparsers(dest="command"))
     args = ap.parse_args(["bench", "api", "--calls", "3", "--cached", "0", "100"])
     assert (args.bench, args.calls, args.cached, args.run) == ("api", 3, [0, 100], None)
+
+
+def test_in_memory_crops_are_those_the_cache_returns_under_a_lossy_codec(sample: dict, tmp_path: Path) -> None:
+    """A run whose faces are stored as JPEG was trained on decoded JPEG crops: the test API's in-memory crops must be
+    the same decoded crops, not the raw ones (``features.cache.as_stored``)."""
+    from ffdv_utils.features.params import face_params
+
+    fp = face_params({"face_detector": "haar", "face_frames": 4, "face_codec": "jpeg", "face_quality": 60})
+    clips = _val(sample).head(2)
+    store = extract_mod.extract_faces(clips[["video_name", "path"]], fp, tmp_path / "cache", workers=1,
+                                      progress=False)
+    raw_entry = extract_mod.compute_faces(str(clips.path.iloc[0]), fp)[1]
+    for name, path in zip(clips.video_name, clips.path):
+        row, arrays = extract_mod.compute_entry("faces", name, str(path), fp)
+        cached = store.entry(name)
+        assert row["status"] == "ok" and set(cached) <= set(arrays)
+        for key, value in cached.items():
+            assert np.array_equal(arrays[key], value), key
+    assert not np.array_equal(raw_entry["faces"], store.entry(clips.video_name.iloc[0])["faces"])  # JPEG is lossy

@@ -1,7 +1,7 @@
 """``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
 
-Commands: demo, pipeline, params, kernel, sample-data, extract, train, score, submission (score, merge), probe, bench
-(extraction, train, api), kaggle (stage, push, check).
+Commands: demo, pipeline, params, kernel, sample-data, extract, train, score, submission (score, merge), probe, cache
+(report, prune), bench (extraction, train, api), kaggle (stage, push, check).
 
 Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
 import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
@@ -201,6 +201,31 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="one parameter, value read as YAML (repeatable, wins over files)")
 
 
+def _cache(args: argparse.Namespace) -> int:
+    """``cache``: what the feature cache holds; ``cache prune``: stale parameter sets and packed stacks."""
+    import pandas as pd
+
+    from ..core.paths import cache_dir
+    from ..features.housekeeping import cache_report, prune, report_totals
+
+    root = Path(args.root) if args.root else cache_dir()
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.max_rows", None):
+        if args.action == "report":
+            report = cache_report(root)
+            print(f"cache {root}: {len(report)} folder(s)")
+            if len(report):
+                print(report.drop(columns=["last_use_ts"]).to_string(index=False))
+                print(report_totals(report).to_string(index=False))
+            return 0
+        items = prune(root, yes=args.yes, older_than_days=args.older_than)
+        size = int(items.bytes.sum()) if len(items) else 0
+        if len(items):
+            print(items.drop(columns=[] if args.yes else ["removed"]).to_string(index=False))
+    verb = "removed" if args.yes else "would remove (dry run: add --yes to delete)"
+    print(f"{verb}: {len(items)} item(s), {size / 2**20:.1f} MiB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m ffdv_utils", description="FFDV deepfake-detection workspace")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -262,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("probe", help="print the media index (duration, fps, size, audio) of video files")
     p.add_argument("videos", nargs="+")
     p.set_defaults(func=_probe)
+
+    p = sub.add_parser("cache", help="report the feature cache (sizes per kind); cache prune: stale sets, stacks")
+    p.add_argument("action", nargs="?", choices=["report", "prune"], default="report")
+    p.add_argument("--yes", action="store_true", help="prune: delete (default: list what would go)")
+    p.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                   help="prune: only what was last used more than DAYS days ago")
+    p.add_argument("--root", default=None, help="cache folder (default: the workspace's, $FFDV_CACHE)")
+    p.set_defaults(func=_cache)
 
     add_sample_data_parser(sub)
     add_submission_parser(sub)

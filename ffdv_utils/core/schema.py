@@ -35,6 +35,10 @@ FACE: dict[str, Any] = {
     "detect_width": 256,  # detection runs on a copy this wide (speed; grey for haar); boxes are mapped back
     "min_face": 0.12,     # smallest face side considered, as a fraction of the frame's shorter side
     "center_scale": 0.8,  # fallback crop side as a fraction of the frame's shorter side
+    # how the crops are stored (features.cache): "raw" (uint8 arrays, as before these fields: same cache keys),
+    # "png" (lossless) or "jpeg" at ``quality`` (1-100; only jpeg reads it). Part of the cache key.
+    "codec": "raw",
+    "quality": 90,
     # mtcnn only (left out of the resolved haar / center parameters, so their cache keys do not change):
     "detect_frames": 4,   # full MTCNN on this many evenly spaced frames per clip (0: all); the rest are tracked
     "smooth": 3,          # moving average over this many frames of the eye position, distance and angle

@@ -6,9 +6,11 @@
         manifest.shard-K-of-N.csv   the rows written by a sharded extraction (``--shard K/N``); read together with
                                  manifest.csv, merged into it by the next unsharded extraction (``merge_manifests``)
         entries/<2 hex>/<name>.npy   one uint8 array per clip whose status is "ok"
-        packed/packed-<hash>.npy     fixed-size stacks made by MelStore.packed() (memory-mapped)
+        packed/packed-<hash>.npy     fixed-size stacks made by MelStore.packed() (memory-mapped); the
+                                     PACKED_KEEP most recently used are kept, older ones removed (prune_packed)
     <cache_root>/faces-<params_hash>/   the same for face crops (entries are .npz: faces + found flags;
-                                        mtcnn adds mouths, landmarks, landmarks_frame)
+                                        mtcnn adds mouths, landmarks, landmarks_frame; with face_codec png or
+                                        jpeg the crop arrays are stored encoded: ``encode_crops``)
 
 Every file is written through ``core.files.atomic_write``, so a run killed at any moment leaves only whole files.
 """
@@ -33,6 +35,91 @@ from ..core.progress import progress_bar
 from ..core.shards import Shard
 from .mel import fallback_shape
 from .params import face_params
+
+# ---------------------------------------------------------------------------------------------------------------
+# how face crops are stored (face_codec)
+
+CODED_ARRAYS = ("faces", "mouths")  # the crop arrays of a face entry that face_codec png / jpeg compresses
+_MAX_ROWS = 65000  # JPEG images are at most 65,535 pixels high: longer stacks are encoded in several parts
+
+
+def encode_crops(entry: Mapping[str, np.ndarray], codec: str = "raw", quality: int = 90) -> dict[str, np.ndarray]:
+    """A face entry as the cache stores it.
+
+    ``raw`` leaves it as it is. ``png`` and ``jpeg`` replace each crop array ``<key>`` of CODED_ARRAYS, uint8
+    (T, S, S, 3) RGB, by ``<key>_encoded`` (uint8 bytes: the T crops stacked into one (T*S, S, 3) image, encoded with
+    OpenCV; a very long stack in several images), ``<key>_offsets`` (where each image starts and ends in those bytes)
+    and ``<key>_shape``. The crops are stacked whole, so with S a multiple of 16 (112, 48) no JPEG block straddles two
+    frames. Everything else (found, landmarks) is kept as it is.
+
+    Args:
+        entry: What ``features.faces.face_entry`` returns.
+        codec: "raw", "png" (lossless, zlib level 3) or "jpeg".
+        quality: JPEG quality, 1-100.
+
+    Returns:
+        The arrays to write with ``np.savez``; ``decode_crops`` gives ``entry`` back (exactly for raw and png).
+    """
+    if codec == "raw":
+        return dict(entry)
+    if codec == "png":
+        flags, ext = [cv2.IMWRITE_PNG_COMPRESSION, 3], ".png"  # 9: 4 % smaller, 5x slower
+    elif codec == "jpeg":
+        flags, ext = [cv2.IMWRITE_JPEG_QUALITY, int(quality)], ".jpg"
+    else:
+        raise ValueError(f"unknown face codec {codec!r} (raw, png or jpeg)")
+    out: dict[str, np.ndarray] = {}
+    for key, arr in entry.items():
+        if key not in CODED_ARRAYS or arr.ndim != 4 or arr.shape[-1] != 3 or not arr.size:
+            out[key] = arr
+            continue
+        t, s = arr.shape[0], arr.shape[1]
+        step = max(1, _MAX_ROWS // s)
+        parts = []
+        for start in range(0, t, step):
+            img = cv2.cvtColor(np.ascontiguousarray(arr[start:start + step]).reshape(-1, arr.shape[2], 3),
+                               cv2.COLOR_RGB2BGR)
+            ok, buf = cv2.imencode(ext, img, flags)
+            if not ok:
+                raise ValueError(f"OpenCV could not encode the {key} crops as {codec}")
+            parts.append(buf.reshape(-1))
+        out[f"{key}_encoded"] = np.concatenate(parts).astype(np.uint8)
+        out[f"{key}_offsets"] = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
+        out[f"{key}_shape"] = np.array(arr.shape, np.int64)
+    return out
+
+
+def decode_crops(stored: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The face entry back from what ``encode_crops`` stored (an entry without encoded arrays is returned as is).
+
+    Raises:
+        ValueError: The bytes of an encoded array do not decode (a damaged entry).
+    """
+    out: dict[str, np.ndarray] = {}
+    for key, arr in stored.items():
+        if key.endswith("_encoded"):
+            base = key[: -len("_encoded")]
+            shape = tuple(int(v) for v in stored[f"{base}_shape"])
+            offsets = stored[f"{base}_offsets"]
+            parts = []
+            for a, b in zip(offsets[:-1], offsets[1:]):
+                img = cv2.imdecode(arr[int(a):int(b)], cv2.IMREAD_COLOR)
+                if img is None:
+                    raise ValueError(f"the {base} crops of this entry do not decode")
+                parts.append(img)
+            out[base] = cv2.cvtColor(np.concatenate(parts), cv2.COLOR_BGR2RGB).reshape(shape)
+        elif not (key.endswith(("_offsets", "_shape")) and f"{key.rsplit('_', 1)[0]}_encoded" in stored):
+            out[key] = arr
+    return out
+
+
+def as_stored(entry: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """What ``FaceStore.entry`` returns for a clip whose ``face_entry`` is ``entry`` under the resolved face
+    ``params`` (their ``codec`` / ``quality``): for a path that crops a clip without the cache, so its crops match
+    those a model was trained on."""
+    codec = params.get("codec", "raw")
+    return dict(entry) if codec == "raw" else decode_crops(encode_crops(entry, codec, params.get("quality", 90)))
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # cache stores
@@ -96,6 +183,12 @@ class _Store:
         return f"{type(self).__name__}({str(self.root)!r}, clips={len(self)}, {counts})"
 
 
+# packed stacks kept per mel cache folder (MelStore.packed): a run packs a few lists (train, val, test); older ones
+# are removed when a new one is written and rebuilt from the entries if asked for again. Small, because a stack of
+# every clip costs image_size**2 bytes per clip (4 GB at 128 px for 250,000 clips, 16 GB at 256 px)
+PACKED_KEEP = 4
+
+
 class MelStore(_Store):
     """Read access to a mel cache folder (``mel-<hash>``).
 
@@ -127,6 +220,8 @@ class MelStore(_Store):
 
         The stack is written once to ``packed/packed-<hash of names and size>.npy`` (atomically) and opened
         read-only with ``mmap_mode='r'`` afterwards, so a training loader indexes rows instead of decoding files.
+        Each use renews the stack's modification time; writing a new one removes all but the PACKED_KEEP most
+        recently used stacks of the folder (``prune_packed``: safe for readers that have one mapped).
 
         Args:
             names: Clip names, in the order of the rows.
@@ -144,24 +239,86 @@ class MelStore(_Store):
             payload.append(stamps)
         key = hashlib.sha1(json.dumps(payload).encode("utf-8")).hexdigest()[:12]
         path = self.root / "packed" / f"packed-{key}.npy"
-        if not path.is_file():
-            with atomic_path(path, ".tmp.npy") as tmp:
-                arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), height, width))
-                for i, name in enumerate(progress_bar(names, desc="pack mels", unit="clip", disable=not progress)):
-                    img = self.get(name)
-                    if img.shape != (height, width):
-                        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
-                    arr[i] = img
-                arr.flush()
-                del arr
-                atomic_write(path.with_suffix(".json"), json.dumps({"names": names, "height": height, "width": width}))
-        return np.load(path, mmap_mode="r")
+        if path.is_file():
+            try:
+                os.utime(path)  # its last use: what prune_packed keeps the most recent stacks by
+            except OSError:
+                pass  # removed meanwhile (handled below), or a read-only cache
+            try:
+                return np.load(path, mmap_mode="r")
+            except FileNotFoundError:
+                pass  # just removed by another process's prune_packed: build it again
+        with atomic_path(path, ".tmp.npy") as tmp:
+            arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(names), height, width))
+            for i, name in enumerate(progress_bar(names, desc="pack mels", unit="clip", disable=not progress)):
+                img = self.get(name)
+                if img.shape != (height, width):
+                    img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+                arr[i] = img
+            arr.flush()
+            del arr
+            atomic_write(path.with_suffix(".json"), json.dumps({"names": names, "height": height, "width": width}))
+        packed = np.load(path, mmap_mode="r")
+        prune_packed(self.root / "packed", keep=PACKED_KEEP, protect=(path,))
+        return packed
+
+
+def packed_files(folder: str | os.PathLike) -> list[Path]:
+    """The packed stacks (``packed-<hash>.npy``) of a ``packed/`` folder, most recently used first."""
+    stacks = []
+    for entry in os.scandir(folder) if Path(folder).is_dir() else ():
+        if entry.name.startswith("packed-") and entry.name.endswith(".npy"):
+            try:
+                stacks.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
+            except FileNotFoundError:
+                continue  # removed meanwhile
+    return [p for _, _, p in sorted(stacks, reverse=True)]
+
+
+def prune_packed(folder: str | os.PathLike, keep: int = 0, protect: Iterable[Path] = ()) -> list[tuple[Path, int]]:
+    """Removes all but the ``keep`` most recently used packed stacks of a ``packed/`` folder (and their .json).
+
+    Safe while other processes read them: on Linux (and any POSIX system) unlinking a file removes its name only;
+    a process that has it memory-mapped (``np.load(mmap_mode='r')``) keeps reading the same bytes until it drops
+    the map, and the disk space is freed then. A process that asks for a removed stack afterwards rebuilds it
+    (``MelStore.packed``). Where the system refuses to unlink an open file (Windows), that stack is left for later.
+
+    Args:
+        folder: A cache folder's ``packed/``.
+        keep: How many of the most recently used stacks stay (their use renews their modification time).
+        protect: Stacks never removed here (the one just built).
+
+    Returns:
+        (path, bytes) of every stack removed.
+    """
+    protected = {Path(p) for p in protect}
+    removed = []
+    stacks = packed_files(folder)
+    for path in stacks[keep:]:
+        if path in protected:
+            continue
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue  # held open where that forbids unlinking: left for a later prune
+        path.with_suffix(".json").unlink(missing_ok=True)
+        removed.append((path, size))
+    kept = {p.with_suffix(".json").name for p in stacks} - {p.with_suffix(".json").name for p, _ in removed}
+    for entry in os.scandir(folder) if Path(folder).is_dir() else ():  # a .json whose stack is gone
+        if entry.name.startswith("packed-") and entry.name.endswith(".json") and entry.name not in kept:
+            if not Path(entry.path).with_suffix(".npy").exists():
+                Path(entry.path).unlink(missing_ok=True)
+    return removed
 
 
 class FaceStore(_Store):
     """Read access to a face-crop cache folder (``faces-<hash>``).
 
-    Every entry holds ``faces`` and ``found``; an ``mtcnn`` cache's entries also hold ``mouths``, ``landmarks``
+    Every entry holds ``faces`` and ``found`` (stored encoded with ``face_codec`` png / jpeg, decoded on read);
+    an ``mtcnn`` cache's entries also hold ``mouths``, ``landmarks``
     (face-crop pixels) and ``landmarks_frame`` (decoded-frame pixels). ``mouths`` and ``landmarks`` return None
     when the cache stores none (``haar`` and ``center``: ``has_landmarks`` False), and zeros for a failed or unknown
     clip of an ``mtcnn`` cache (its ``face_found`` is all False then), like ``get``.
@@ -180,31 +337,41 @@ class FaceStore(_Store):
         """True when the entries carry mouth crops and landmarks (detector ``mtcnn``)."""
         return self.params.get("detector") == "mtcnn"
 
-    def entry(self, name: str) -> dict[str, np.ndarray] | None:
-        """Every array of the clip's entry, read in one go (None when the clip failed, is unknown or is damaged)."""
+    def entry(self, name: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray] | None:
+        """The arrays of the clip's entry (None when the clip failed, is unknown or is damaged).
+
+        Args:
+            name: Clip name.
+            keys: Only these arrays (e.g. ``("faces",)``): the others are neither read nor decoded. Default: all.
+        """
         if self._status.get(name) != "ok":
             return None
         try:
             with np.load(self.path(name)) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError):
+                if keys is None:
+                    members = z.files
+                else:
+                    wanted = {f"{k}{tail}" for k in keys for tail in ("", "_encoded", "_offsets", "_shape")}
+                    members = [m for m in z.files if m in wanted]
+                return decode_crops({k: z[k] for k in members})
+        except (OSError, ValueError, KeyError, cv2.error):
             return None  # entry deleted or damaged behind our back: fall back rather than stop a training run
 
     def get(self, name: str) -> np.ndarray:
         """uint8 (T, S, S, 3) RGB crops (zeros when the clip failed or is unknown)."""
-        got = self.entry(name)
+        got = self.entry(name, ("faces",))
         return got["faces"] if got is not None else np.zeros(self.fallback_shape, np.uint8)
 
     def face_found(self, name: str) -> np.ndarray:
         """bool (T,): True where the detector found a face in that frame."""
-        got = self.entry(name)
+        got = self.entry(name, ("found",))
         return got["found"] if got is not None else np.zeros(self.fallback_shape[0], bool)
 
     def mouths(self, name: str) -> np.ndarray | None:
         """uint8 (T, M, M, 3) RGB mouth crops (mtcnn caches; zeros for a failed clip), None for haar / center."""
         if not self.has_landmarks:
             return None
-        got = self.entry(name)
+        got = self.entry(name, ("mouths",))
         if got is None or "mouths" not in got:
             m = int(self.params["mouth_size"])
             return np.zeros((self.fallback_shape[0], m, m, 3), np.uint8)
@@ -218,8 +385,8 @@ class FaceStore(_Store):
         """
         if not self.has_landmarks:
             return None
-        got = self.entry(name)
         key = "landmarks_frame" if frame else "landmarks"
+        got = self.entry(name, (key,))
         if got is None or key not in got:
             return np.zeros((self.fallback_shape[0], 5, 2), np.float32)
         return got[key]

@@ -77,8 +77,13 @@ class MemoryFaceStore(_MemoryStore, FaceStore):
     def __init__(self, params: Mapping[str, Any], rows: Mapping[str, dict], entries: Mapping[str, dict]):
         self._setup(params, rows, entries)
 
-    def entry(self, name: str) -> dict[str, np.ndarray] | None:
-        return self.arrays.get(name) if self._status.get(name) == "ok" else None
+    def entry(self, name: str, keys: Iterable[str] | None = None) -> dict[str, np.ndarray] | None:
+        """The clip's arrays (those named in ``keys``, or all), already as the cache returns them (decoded from the
+        stored ``face_codec``: ``features.cache.as_stored``); None when the clip failed or is unknown."""
+        got = self.arrays.get(name) if self._status.get(name) == "ok" else None
+        if got is None or keys is None:
+            return got
+        return {k: got[k] for k in keys if k in got}
 
 
 class MemoryFeatures:

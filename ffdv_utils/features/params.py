@@ -42,8 +42,9 @@ _INT_FIELDS = {"sr", "n_fft", "hop_length", "win_length", "n_mels", "height", "w
 _STR_FIELDS = {"norm", "scale", "resampler"}
 
 FACE_DEFAULTS: dict[str, Any] = FACE  # every face_<field> (core.schema.FACE)
-_FACE_INT = {"frames", "size", "work_size", "detect_width", "detect_frames", "smooth", "mouth_size"}
+_FACE_INT = {"frames", "size", "work_size", "detect_width", "detect_frames", "smooth", "mouth_size", "quality"}
 FACE_DETECTORS = ("haar", "center", "mtcnn")
+FACE_CODECS = ("raw", "png", "jpeg")  # how a face cache stores its crops (features.cache.encode_crops)
 # Fields only MTCNN reads: dropped from the resolved haar / center parameters, whose hash (the cache folder's name)
 # therefore stays what it was before these fields existed.
 MTCNN_FIELDS = ("detect_frames", "smooth", "mouth_size", "mouth_scale", "device")
@@ -116,14 +117,25 @@ def face_params(params: Mapping[str, Any] | None = None) -> dict[str, Any]:
 
     Returns:
         Dict with every FACE_DEFAULTS field plus ``version``; for ``haar`` and ``center`` without the
-        MTCNN_FIELDS (so adding them kept those cache keys).
+        MTCNN_FIELDS (so adding them kept those cache keys); without ``codec`` for ``raw`` and without ``quality``
+        unless the codec is ``jpeg`` (so raw caches kept their keys too).
     """
     params = dict(params or {})
     if "version" in params and "detector" in params:
         return dict(params)
-    out = _resolve(FACE_DEFAULTS, params, "face_", _FACE_INT, {"detector", "device"}, "face")
+    out = _resolve(FACE_DEFAULTS, params, "face_", _FACE_INT, {"detector", "device", "codec"}, "face")
     if out["detector"] not in FACE_DETECTORS:
         raise ValueError(f"face_detector must be one of {', '.join(FACE_DETECTORS)}, not {out['detector']!r}")
+    out["codec"] = out["codec"] or "raw"
+    if out["codec"] not in FACE_CODECS:
+        raise ValueError(f"face_codec must be one of {', '.join(FACE_CODECS)}, not {out['codec']!r}")
+    if out["codec"] == "jpeg" and not 1 <= out["quality"] <= 100:
+        raise ValueError(f"face_quality must be in 1-100, not {out['quality']}")
+    # the storage fields enter the key only where they change it: a raw cache keeps the key it had before them
+    if out["codec"] != "jpeg":
+        out.pop("quality")
+    if out["codec"] == "raw":
+        out.pop("codec")
     if out["detector"] == "mtcnn":
         out["device"] = out["device"] or FACE_DEFAULTS["device"]
         if out["device"] not in ("cpu", "cuda"):
