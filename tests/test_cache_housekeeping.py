@@ -275,3 +275,27 @@ def test_extraction_stores_encoded_crops_and_recode_matches(tmp_path: Path) -> N
         assert recoded.status("c.mp4") == "ok"
         np.testing.assert_array_equal(recoded.get("c.mp4"), stores[codec].get("c.mp4"))
         assert recoded.path("c.mp4").read_bytes() == stores[codec].path("c.mp4").read_bytes()
+
+
+def test_mel_entries_stored_as_png_read_back_exactly_and_keep_raw_keys(tmp_path: Path) -> None:
+    """``mel_codec: png``: the same images (lossless) in fewer bytes, under a key of its own; a raw cache keeps the
+    key it had before the field existed (no ``codec`` in its resolved parameters)."""
+    from ffdv_utils.features.extract import extract_mels
+
+    assert "codec" not in mel_params({"mel_preset": "seed"}) and "codec" not in mel_params({"mel_codec": "raw"})
+    assert params_hash(mel_params({"mel_preset": "seed", "mel_codec": "png"})) != params_hash(
+        mel_params({"mel_preset": "seed"}))
+    with pytest.raises(ValueError, match="mel_codec"):
+        mel_params({"mel_codec": "jpeg"})
+    clips = pd.DataFrame({"video_name": [f"c{i}.mp4" for i in range(2)],
+                          "path": [str(make_clip(tmp_path / f"c{i}.mp4", seconds=1.5, seed=i)) for i in range(2)]})
+    stores = {codec: extract_mels(clips, {"mel_preset": "seed", "mel_codec": codec}, tmp_path / "cache", workers=1,
+                                  progress=False) for codec in ("raw", "png")}
+    for name in clips.video_name:
+        raw = stores["raw"].get(name)
+        assert raw.shape == (256, 256) and raw.any()
+        np.testing.assert_array_equal(stores["png"].get(name), raw)
+        assert stores["png"].path(name).stat().st_size < stores["raw"].path(name).stat().st_size
+        assert np.load(stores["png"].path(name)).ndim == 1  # PNG bytes inside the .npy
+    np.testing.assert_array_equal(stores["png"].packed(clips.video_name, 64, 64),
+                                  stores["raw"].packed(clips.video_name, 64, 64))

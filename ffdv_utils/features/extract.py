@@ -37,6 +37,7 @@ from .cache import (
     as_stored,
     drop_shard_manifests,
     encode_crops,
+    encode_mel,
     entry_file,
     read_manifest_files,
     write_manifest,
@@ -150,7 +151,10 @@ def compute_entry(kind: str, name: str, path: str | None, params: Mapping[str, A
 
 def _mel_task(path: str) -> tuple[dict, Callable | None]:
     row, img = compute_mel(path, _W["params"])
-    return row, None if img is None else (lambda f: np.save(f, img))
+    if img is None:
+        return row, None
+    stored = encode_mel(img, _W["params"].get("codec", "raw"))
+    return row, (lambda f: np.save(f, stored))
 
 
 def _face_task(path: str) -> tuple[dict, Callable | None]:
