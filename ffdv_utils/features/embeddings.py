@@ -126,7 +126,7 @@ def embed_dataset(ds: ClipDataset, kind: str, backbone: nn.Module, folder: Path,
 
 
 def embedding_stack(folder: Path, names: Sequence[str], paths: Sequence[Path],
-                    chunk_bytes: int = STACK_CHUNK_BYTES) -> np.ndarray:
+                    chunk_bytes: int | None = None) -> np.ndarray:
     """The entries ``paths`` (one per name, all present) as one read-only memory-mapped float16 stack (N, ...).
 
     Written once to ``folder/stacks/stack-<hash>.npy`` (atomically: a killed run leaves no half stack), the hash
@@ -138,7 +138,7 @@ def embedding_stack(folder: Path, names: Sequence[str], paths: Sequence[Path],
         folder: The embedding folder (``embedding_folder``).
         names: Clip names, in the order of the rows.
         paths: Their entry files (``folder/entries/...``).
-        chunk_bytes: Rows copied per write, in bytes.
+        chunk_bytes: Rows copied per write, in bytes (default ``STACK_CHUNK_BYTES``).
 
     Returns:
         Read-only memmap (N, C) or (N, T, C) float16; an empty float16 array when there are no names.
@@ -153,6 +153,7 @@ def embedding_stack(folder: Path, names: Sequence[str], paths: Sequence[Path],
     if stack.is_file():
         return np.load(stack, mmap_mode="r")
     first = np.load(paths[0])
+    chunk_bytes = STACK_CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
     row_shape, rows_per_chunk = first.shape, max(1, chunk_bytes // max(1, first.nbytes))
     with atomic_path(stack, ".tmp.npy") as tmp:
         # the header (and the file's full size) from numpy, then the rows written chunk by chunk after it
