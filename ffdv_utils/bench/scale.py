@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+
 STAGES = ("mel", "faces", "embeddings", "train", "score")
 EXPONENT_TARGET = 1.1  # a stage's time may grow at most as N^1.1 between N and 4N
 RSS_RATIO_TARGET = 1.2  # and its peak tree RSS at 4N at most 1.2x that at N
@@ -42,7 +44,8 @@ GPU_ASSUMPTIONS: dict[str, dict[str, Any]] = {
     "kaggle_p100": {"label": "Kaggle: 4 cores + 1 P100", "cores": 4, "gpu_images_per_s": 1500},
     "h100": {"label": "1 H100 + 16 cores", "cores": 16, "gpu_images_per_s": 20000},
 }
-KAGGLE_DISK_GB = 73.0  # a Kaggle session's scratch disk (/kaggle/working 20 GB + temporary space), about
+# a Kaggle session's disk as its status panel shows it (20 GB of it /kaggle/working): reported, not verified here
+KAGGLE_DISK_GB = 73.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -256,17 +259,100 @@ def run_stage(stage: str, root: Path, preset: str | None, run_name: str,
 
 def stage_main(argv: Sequence[str] | None = None) -> int:
     """``python -m ffdv_utils.bench.scale STAGE --root DIR --run NAME [--preset FILE] [--set JSON]``: one stage,
-    its figures as one JSON line on stdout (the last line)."""
+    its figures as one JSON line on stdout (the last line). ``stack --root DIR --n N [--legacy]``: the memory of
+    reading N cached embeddings (``embedding_memory``)."""
     ap = argparse.ArgumentParser(prog="ffdv_utils.bench.scale")
-    ap.add_argument("stage", choices=STAGES)
+    ap.add_argument("stage", choices=(*STAGES, "stack"))
     ap.add_argument("--root", required=True, type=Path)
-    ap.add_argument("--run", required=True)
+    ap.add_argument("--run", default="scale")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--set", default="{}", help="parameter overrides as JSON")
+    ap.add_argument("--n", type=int, default=0, help="stack: entries to read")
+    ap.add_argument("--legacy", action="store_true", help="stack: every entry loaded and stacked in memory")
     args = ap.parse_args(argv)
-    res = run_stage(args.stage, args.root, args.preset, args.run, json.loads(args.set))
+    if args.stage == "stack":
+        res = read_embeddings(args.root, args.n, args.legacy)
+    else:
+        res = run_stage(args.stage, args.root, args.preset, args.run, json.loads(args.set))
     print(json.dumps(res), flush=True)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# memory of the embedding stack alone (issue 26, point 3)
+
+EMBEDDING_SHAPE = (8, 1280)  # one clip's face embeddings: 8 frames of EfficientNet-Lite0 features, float16 (20 KB)
+
+
+def _entry_names(n: int) -> list[str]:
+    return [f"clip{i:07d}.mp4" for i in range(n)]
+
+
+def write_entries(folder: Path, n: int, shape: tuple[int, ...] = EMBEDDING_SHAPE) -> None:
+    """``n`` cached embedding entries (float16, ``shape``) in the layout of ``features.embeddings``."""
+    from ..features.cache import entry_file
+
+    rng = np.random.default_rng(0)
+    for name in _entry_names(n):
+        path = folder / "entries" / entry_file(name, ".npy")
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, rng.standard_normal(shape).astype(np.float16))
+
+
+def read_embeddings(folder: Path, n: int, legacy: bool = False) -> dict[str, Any]:
+    """In this process: the first ``n`` entries of ``folder`` through ``embed_dataset`` (a memory-mapped stack), or
+    with ``legacy`` loaded and stacked in memory as before issue 26; seconds and this process's peak RSS (VmHWM)."""
+    import torch
+
+    from ..features.batches import ClipDataset
+    from ..features.cache import entry_file
+    from ..features.embeddings import embed_dataset
+
+    names = _entry_names(n)
+    ds = ClipDataset(names, np.zeros(n, np.float32))
+    before = _vm_hwm_mib()
+    t0 = time.perf_counter()
+    if legacy:
+        arr = np.stack([np.load(folder / "entries" / entry_file(x, ".npy")) for x in names])
+    else:
+        arr = embed_dataset(ds, "faces", torch.nn.Identity(), folder, progress=False)
+    seconds = time.perf_counter() - t0
+    return {"n": n, "legacy": legacy, "seconds": round(seconds, 2), "rss_before_mib": before,
+            "peak_rss_mib": _vm_hwm_mib(), "stack_mib": round(arr.nbytes / 2 ** 20, 1),
+            "memmap": isinstance(arr, np.memmap)}
+
+
+def _vm_hwm_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return float("nan")
+
+
+def embedding_memory(n: int, work: Path, log: Callable[[str], Any] = print) -> list[dict]:
+    """Peak RSS of a fresh process reading ``n`` and ``4 n`` cached face embeddings (``EMBEDDING_SHAPE``): through
+    ``embed_dataset`` (streamed into a memory-mapped stack) and stacked in memory as before; one row each."""
+    folder = work / "emb-memory"
+    write_entries(folder, 4 * n)
+    rows = []
+    for legacy in (False, True):
+        for k in (n, 4 * n):
+            cmd = [sys.executable, "-m", "ffdv_utils.bench.scale", "stack", "--root", str(folder), "--n", str(k)]
+            done = subprocess.run(cmd + ["--legacy"] * legacy, capture_output=True, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+            if done.returncode != 0:
+                raise RuntimeError(f"bench scale: reading {k} embeddings failed:\n{done.stderr[-3000:]}")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            r["added_mib"] = round(r["peak_rss_mib"] - r["rss_before_mib"], 1)
+            rows.append(r)
+            log(f"  {'stacked in memory (before)' if legacy else 'streamed, memory-mapped'}: {k} clips "
+                f"({r['stack_mib']:.0f} MiB of embeddings): peak RSS {r['peak_rss_mib']:.0f} MiB "
+                f"(+{r['added_mib']:.0f} MiB over the process before reading), {r['seconds']:.1f} s")
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -390,6 +476,16 @@ def format_growth(rows: Sequence[Mapping[str, Any]], n: int) -> str:
     return "\n".join(lines)
 
 
+def format_memory(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The embedding-memory rows as Markdown."""
+    lines = ["| embeddings read | clips | embeddings (MiB) | peak RSS (MiB) | added by reading (MiB) | memory map |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {'stacked in memory (before)' if r['legacy'] else 'streamed (embed_dataset)'} | {r['n']:,} | "
+                     f"{r['stack_mib']:.0f} | {r['peak_rss_mib']:.0f} | {r['added_mib']:.0f} | {r['memmap']} |")
+    return "\n".join(lines)
+
+
 def format_projection(proj: Mapping[str, Any]) -> str:
     """The projection table as Markdown, with what is measured and what assumed."""
     boxes = proj["boxes"]
@@ -408,15 +504,16 @@ def format_projection(proj: Mapping[str, Any]) -> str:
                          for k, b in boxes.items() if b["gpu_images_per_s"])
              + f" ({1 + proj['face_frames']} images per clip). Every other stage is taken as CPU-bound on the box's "
              "cores (MTCNN on CUDA and the GPU scoring path were not measured: an upper bound for those rows).",
-             f"Disk: the cache's bytes per clip x clips (a Kaggle session has about {KAGGLE_DISK_GB:.0f} GB of "
-             "scratch space)."]
+             f"Disk: the cache's bytes per clip x clips, {proj['disk_gb']:.0f} GB in all (a Kaggle session shows "
+             f"about {KAGGLE_DISK_GB:.0f} GB of disk, 20 GB of it /kaggle/working: reported, not verified here)."
+             + (" Over it." if proj["disk_gb"] > KAGGLE_DISK_GB else "")]
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {x}" for x in notes)
 
 
 def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.PathLike | None = None,
                 source: str | os.PathLike | None = None, source_n: int = 24, work: str | os.PathLike | None = None,
                 overrides: Mapping[str, Any] | None = None, poll_s: float = 0.5, out: str | os.PathLike | None = None,
-                log: Callable[[str], Any] = print) -> dict[str, Any]:
+                embedding_memory_n: int = 0, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Runs ``stages`` at ``n`` and ``4 n`` clips and returns (and prints) the growth table and the projection.
 
     Args:
@@ -429,6 +526,8 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
         overrides: Parameter overrides for every stage.
         poll_s: Seconds between two polls of the process tree's memory.
         out: Write ``scale.json`` and ``growth.csv`` / ``projection.csv`` here.
+        embedding_memory_n: Also measure the peak RSS of reading this many and 4x as many cached face embeddings,
+            streamed and stacked in memory (``embedding_memory``; 0: skip).
         log: Where progress lines go.
     """
     from ..core.paths import params_dir
@@ -452,18 +551,22 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
         log(f"bench scale: stages {', '.join(stages)}; preset {preset}; N = {n} and {4 * n}; "
             f"{os.cpu_count()} cores; load {load0}")
         partial = (lambda k: Path(out) / f"stages-{k}.json") if out else (lambda k: None)
-        small = measure_size(n, work, src, stages, preset, overrides, poll_s, log, partial(n))
-        large = measure_size(4 * n, work, src, stages, preset, overrides, poll_s, log, partial(4 * n))
+        memory = embedding_memory(embedding_memory_n, work, log) if embedding_memory_n > 0 else []
+        small = measure_size(n, work, src, stages, preset, overrides, poll_s, log, partial(n)) if stages else {}
+        large = measure_size(4 * n, work, src, stages, preset, overrides, poll_s, log, partial(4 * n)) if stages else {}
         rows = growth_table(small, large, n)
-        params = stage_params(work / f"root-{n}", preset, "x", overrides)
-        params["epochs"] = _preset_epochs(preset, overrides)
+        params = {"face_frames": stage_params(work, preset, "x", overrides).get("face_frames"),
+                  "epochs": _preset_epochs(preset, overrides)}
         proj = projection(large, params, os.cpu_count() or 1)
         result = {"n": n, "stages": stages, "preset": preset, "started": started, "cores": os.cpu_count(),
                   "load_start": load0, "load_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
-                  "small": small, "large": large, "growth": rows, "projection": proj,
+                  "small": small, "large": large, "growth": rows, "projection": proj, "embedding_memory": memory,
                   "targets": {"exponent": EXPONENT_TARGET, "rss_ratio": RSS_RATIO_TARGET}}
-        log("\n" + format_growth(rows, n))
-        log("\nProjection:\n" + format_projection(proj))
+        if memory:
+            log("\n" + format_memory(memory))
+        if rows:
+            log("\n" + format_growth(rows, n))
+            log("\nProjection:\n" + format_projection(proj))
         if out:
             _write_outputs(Path(out), result)
         return result
