@@ -308,10 +308,11 @@ def read_embeddings(folder: Path, n: int, legacy: bool = False) -> dict[str, Any
     from ..features.batches import ClipDataset
     from ..features.cache import entry_file
     from ..features.embeddings import embed_dataset
+    from .extraction import peak_rss_mib
 
     names = _entry_names(n)
     ds = ClipDataset(names, np.zeros(n, np.float32))
-    before = _vm_hwm_mib()
+    before = peak_rss_mib()["self"]
     t0 = time.perf_counter()
     if legacy:
         arr = np.stack([np.load(folder / "entries" / entry_file(x, ".npy")) for x in names])
@@ -319,18 +320,8 @@ def read_embeddings(folder: Path, n: int, legacy: bool = False) -> dict[str, Any
         arr = embed_dataset(ds, "faces", torch.nn.Identity(), folder, progress=False)
     seconds = time.perf_counter() - t0
     return {"n": n, "legacy": legacy, "seconds": round(seconds, 2), "rss_before_mib": before,
-            "peak_rss_mib": _vm_hwm_mib(), "stack_mib": round(arr.nbytes / 2 ** 20, 1),
+            "peak_rss_mib": peak_rss_mib()["self"], "stack_mib": round(arr.nbytes / 2 ** 20, 1),
             "memmap": isinstance(arr, np.memmap)}
-
-
-def _vm_hwm_mib() -> float:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return float("nan")
 
 
 def embedding_memory(n: int, work: Path, log: Callable[[str], Any] = print) -> list[dict]:
