@@ -101,3 +101,20 @@ def test_embed_dataset_never_holds_every_row_in_memory(tmp_path: Path, monkeypat
         tracemalloc.stop()
     assert out.shape == (n, *shape) and float(out[123, 0, 0]) == 123 % 97 and float(out[-1, -1, -1]) == (n - 1) % 97
     assert peak < stack_bytes / 4, f"peak {peak / 2**20:.1f} MiB for a {stack_bytes / 2**20:.1f} MiB stack"
+
+
+def test_only_the_most_recently_used_stacks_are_kept(tmp_path: Path, monkeypatch) -> None:
+    """Every list of clips makes a stack: superseded ones must not pile up (the mel cache's packed stacks did)."""
+    monkeypatch.setattr(emb, "STACKS_KEPT", 3, raising=False)
+    ds = _mel_dataset(8)
+    emb.embed_dataset(ds, "mel", TinyBackbone(), tmp_path, progress=False)
+    first = emb.embed_dataset(ClipDataset(ds.names[:2], np.zeros(2), mels=ds.mels[:2]), "mel", TinyBackbone(), tmp_path,
+                              progress=False)
+    outs = []
+    for k in range(3, 8):  # five more lists of clips
+        sub = ClipDataset(ds.names[:k], np.zeros(k), mels=ds.mels[:k])
+        outs.append(emb.embed_dataset(sub, "mel", TinyBackbone(), tmp_path, progress=False))
+    assert len(list((tmp_path / "stacks").glob("stack-*.npy"))) == 3
+    # arrays already handed out stay readable after their file was removed
+    assert first.shape == (2, 4) and np.isfinite(np.asarray(first, np.float32)).all()
+    assert np.array_equal(np.asarray(outs[-1][:2]), np.asarray(first))

@@ -9,7 +9,7 @@ it in seconds (the CPU path; full fine-tuning stays the GPU path). A folder per 
                                image size, the backbone's class and the sha1 of its weights, its input scaling
         entries/<2 hex>/<name>.npy   float16, (C,) for a mel image, (T, C) for a clip's face crops
         stacks/stack-<hash>.npy      float16 (N, ...): the entries of one list of clips, in its order, written once
-                                     and read memory-mapped (``embedding_stack``)
+                                     and read memory-mapped (``embedding_stack``; the most recent few kept)
 
 The key holds a digest of the backbone's actual weights (not only where they came from), so any change of weights,
 file or mapping reads as a new folder, never as a stale entry. Entries are written atomically (``core.files``): a
@@ -22,7 +22,8 @@ Pseudo-fakes of real training clips have their own cached embeddings (``PseudoEm
 chunk (a few MB at a time, whatever the number of clips) and the stack is returned memory-mapped, so a dataset of
 250,000 clips costs its rows as they are read, not 11 GB up front. The stack's name is a digest of the clip names
 and of each entry file's identity (inode, size, modification time), so an entry recomputed later (a rewritten file)
-never reads from an old stack.
+never reads from an old stack. The ``STACKS_KEPT`` most recently used stacks of a folder are kept, older ones
+removed (each list of clips and each recomputed entry makes a new one).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .clips import cache_folder
 
 EMBEDDING_KEYS = {"mel": "mel_emb", "faces": "face_emb"}  # batch key of each input's embedding
 STACK_CHUNK_BYTES = 16 << 20  # what embedding_stack holds in memory at once while writing a stack
+STACKS_KEPT = 8  # stacks kept per embedding folder, the most recently used (train, val, a few protocol splits)
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -151,6 +153,10 @@ def embedding_stack(folder: Path, names: Sequence[str], paths: Sequence[Path],
         h.update(f"{name}\0{st.st_ino}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8"))
     stack = folder / "stacks" / f"stack-{h.hexdigest()[:16]}.npy"
     if stack.is_file():
+        try:
+            os.utime(stack)  # recently used: kept by the bound below
+        except OSError:
+            pass
         return np.load(stack, mmap_mode="r")
     first = np.load(paths[0])
     chunk_bytes = STACK_CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
@@ -171,7 +177,24 @@ def embedding_stack(folder: Path, names: Sequence[str], paths: Sequence[Path],
                         raise ValueError(f"{p}: embedding of shape {e.shape}, the stack's rows are {row_shape}")
                     chunk[j] = e
                 fh.write(chunk.tobytes())
-    return np.load(stack, mmap_mode="r")
+    out = np.load(stack, mmap_mode="r")
+    _drop_old_stacks(stack.parent, keep=stack)
+    return out
+
+
+def _drop_old_stacks(stacks: Path, keep: Path) -> None:
+    """Removes all but the ``STACKS_KEPT`` most recently used stacks of a folder (never ``keep``): each distinct list
+    of clips, and each recomputed entry, makes a new stack, and the superseded ones would otherwise stay forever. A
+    process that still maps a removed stack keeps reading it (the file goes when the last mapping closes)."""
+    found = []
+    for p in stacks.glob("stack-*.npy"):
+        try:
+            found.append((p.stat().st_mtime_ns, p))
+        except OSError:
+            continue
+    for _, p in sorted(found, reverse=True)[STACKS_KEPT:]:
+        if p != keep:
+            p.unlink(missing_ok=True)
 
 
 def attach_embeddings(model: nn.Module, params: Mapping[str, Any], datasets: Sequence[ClipDataset],
