@@ -26,6 +26,7 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_make_root_links_clips_under_new_names(source: Path, tmp_path: Path) -> None:
     sizes = scale.make_root(source, tmp_path / "r", 10)
     assert sizes == {"train": 10, "val": 2, "test": 2}
+    assert scale.make_root(source, tmp_path / "r2", 10, n_test=7)["test"] == 7
     train = sorted((tmp_path / "r" / "trainset").iterdir())
     assert len(train) == 10 and all(p.is_symlink() and p.resolve().parent == (source / "trainset").resolve()
                                     for p in train)

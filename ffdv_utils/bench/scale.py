@@ -52,8 +52,9 @@ KAGGLE_DISK_GB = 73.0
 # data roots of N clips
 
 
-def make_root(source: Path, dest: Path, n: int, seed: int = 0) -> dict[str, int]:
-    """A data root of ``n`` training clips, ``max(2, n // 5)`` validation and as many test clips at ``dest``.
+def make_root(source: Path, dest: Path, n: int, seed: int = 0, n_test: int | None = None) -> dict[str, int]:
+    """A data root of ``n`` training clips, ``max(2, n // 5)`` validation and as many test clips (or ``n_test``) at
+    ``dest``.
 
     Every clip is a symlink to a labelled clip of the data root ``source`` (its train and val splits), under a new
     name, so the cache sees ``n`` distinct clips; real and fake sources alternate, so every split holds both.
@@ -77,7 +78,7 @@ def make_root(source: Path, dest: Path, n: int, seed: int = 0) -> dict[str, int]
     rng.shuffle(fakes)
     order = [x for pair in zip(reals * (len(fakes) // len(reals) + 1), fakes * (len(reals) // len(fakes) + 1))
              for x in pair]
-    sizes = {"train": n, "val": max(2, n // 5), "test": max(2, n // 5)}
+    sizes = {"train": n, "val": max(2, n // 5), "test": max(2, n // 5) if n_test is None else int(n_test)}
     k = 0
     for split, folder in (("train", "trainset"), ("val", "valset"), ("test", "testset")):
         (dest / folder).mkdir(parents=True, exist_ok=True)
@@ -352,13 +353,13 @@ def embedding_memory(n: int, work: Path, log: Callable[[str], Any] = print) -> l
 
 def measure_size(n: int, work: Path, source: Path, stages: Sequence[str], preset: str | None,
                  overrides: Mapping[str, Any], poll_s: float, log: Callable[[str], Any],
-                 partial: Path | None = None) -> dict[str, dict]:
+                 partial: Path | None = None, n_test: int | None = None) -> dict[str, dict]:
     """Builds the N-clip root in ``work`` and runs each stage in a subprocess with a fresh cache; figures per stage
     (also written to ``partial`` after each stage, when given)."""
     from ..core.files import atomic_write
 
     root = work / f"root-{n}"
-    sizes = make_root(source, root, n)
+    sizes = make_root(source, root, n, n_test=n_test)
     env = {**os.environ, "FFDV_CACHE": str(work / f"cache-{n}"), "FFDV_OUTPUTS": str(work / f"outputs-{n}"),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     log(f"N = {n}: {sizes['train']} train, {sizes['val']} val, {sizes['test']} test clips in {root}")
@@ -504,7 +505,8 @@ def format_projection(proj: Mapping[str, Any]) -> str:
 def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.PathLike | None = None,
                 source: str | os.PathLike | None = None, source_n: int = 24, work: str | os.PathLike | None = None,
                 overrides: Mapping[str, Any] | None = None, poll_s: float = 0.5, out: str | os.PathLike | None = None,
-                embedding_memory_n: int = 0, log: Callable[[str], Any] = print) -> dict[str, Any]:
+                embedding_memory_n: int = 0, test_clips: int | None = None,
+                log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Runs ``stages`` at ``n`` and ``4 n`` clips and returns (and prints) the growth table and the projection.
 
     Args:
@@ -519,6 +521,8 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
         out: Write ``scale.json`` and ``growth.csv`` / ``projection.csv`` here.
         embedding_memory_n: Also measure the peak RSS of reading this many and 4x as many cached face embeddings,
             streamed and stacked in memory (``embedding_memory``; 0: skip).
+        test_clips: Test clips of the small root (4x in the large one; default n // 5). Scoring reads 64 clips per
+            batch, so its memory is comparable between the sizes only from 64 test clips on.
         log: Where progress lines go.
     """
     from ..core.paths import params_dir
@@ -543,8 +547,11 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
             f"{os.cpu_count()} cores; load {load0}")
         partial = (lambda k: Path(out) / f"stages-{k}.json") if out else (lambda k: None)
         memory = embedding_memory(embedding_memory_n, work, log) if embedding_memory_n > 0 else []
-        small = measure_size(n, work, src, stages, preset, overrides, poll_s, log, partial(n)) if stages else {}
-        large = measure_size(4 * n, work, src, stages, preset, overrides, poll_s, log, partial(4 * n)) if stages else {}
+        small, large = {}, {}
+        if stages:
+            small = measure_size(n, work, src, stages, preset, overrides, poll_s, log, partial(n), test_clips)
+            large = measure_size(4 * n, work, src, stages, preset, overrides, poll_s, log, partial(4 * n),
+                                 None if test_clips is None else 4 * test_clips)
         rows = growth_table(small, large, n)
         params = {"face_frames": stage_params(work, preset, "x", overrides).get("face_frames"),
                   "epochs": _preset_epochs(preset, overrides)}

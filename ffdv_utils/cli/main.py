@@ -311,7 +311,8 @@ def _scale_cmd(args: argparse.Namespace) -> int:
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     overrides = {k: parse_value(v) for k, v in args.param}
     result = bench_scale(args.n, stages, args.preset, args.source, work=args.work, overrides=overrides,
-                         poll_s=args.poll, out=args.out, embedding_memory_n=args.embedding_memory)
+                         poll_s=args.poll, out=args.out, embedding_memory_n=args.embedding_memory,
+                         test_clips=args.test_clips)
     print(json.dumps({"growth": result["growth"], "projection_totals_h": result["projection"]["totals"],
                       "projection_disk_gb": result["projection"]["disk_gb"]}, sort_keys=True))
     return 0
@@ -327,6 +328,7 @@ def _add_scale(bench_sub: Any) -> None:
     p.add_argument("--work", default=None, help="keep roots, caches and outputs here (default: a temporary folder)")
     p.add_argument("--out", default=None, help="write scale.json, growth.csv, projection.csv here")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between memory polls (default 0.5)")
+    p.add_argument("--test-clips", type=int, default=None, help="test clips at N (4x at 4N; default N // 5)")
     p.add_argument("--embedding-memory", type=int, default=0, metavar="K",
                    help="also the peak RSS of reading K and 4K cached face embeddings, streamed and stacked")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
