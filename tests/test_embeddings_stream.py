@@ -32,7 +32,8 @@ class TinyBackbone(torch.nn.Module):
 
 def _mel_dataset(n: int = 10) -> ClipDataset:
     rng = np.random.default_rng(0)
-    return ClipDataset([f"clip{i:03d}.mp4" for i in range(n)], np.zeros(n), mels=rng.integers(0, 255, (n, 8, 8), np.uint8))
+    mels = rng.integers(0, 255, (n, 8, 8), np.uint8)
+    return ClipDataset([f"clip{i:03d}.mp4" for i in range(n)], np.zeros(n), mels=mels)
 
 
 def _save(path: Path, arr: np.ndarray) -> None:

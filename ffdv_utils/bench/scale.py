@@ -14,6 +14,10 @@ Then a projection to 250,000 training and 100,000 test clips from the 4N figures
 seconds per clip x clips / cores), on a Kaggle GPU box (4 cores and one T4 or P100) and on one H100 box. No GPU was
 measured here: in the GPU rows the embeddings take an assumed GPU throughput (``GPU_ASSUMPTIONS``, stated in the
 output), every other stage is taken as CPU-bound on the box's cores (conservative for the stages a GPU would help).
+
+The test split has N / 5 clips unless ``--test-clips`` says otherwise: scoring reads 64 clips per batch, so its
+memory at N and 4N compares only from 64 test clips at N on. ``--embedding-memory K`` adds the peak RSS of a process
+reading K and 4K cached face embeddings, through ``embed_dataset`` and stacked in memory as before (issue 26).
 """
 
 from __future__ import annotations
@@ -217,7 +221,7 @@ def run_stage(stage: str, root: Path, preset: str | None, run_name: str,
         from ..features.clips import clip_features
     else:
         from ..core.runs import start_run
-        from ..data.labels import list_test
+        from ..data.labels import list_test, read_labels
         from ..features.batches import clip_datasets
         from ..features.embeddings import attach_embeddings
         from ..inference.score import predict_runs
@@ -242,9 +246,8 @@ def run_stage(stage: str, root: Path, preset: str | None, run_name: str,
         fit(p, run)
         history = pd.read_csv(run.path("history.csv"))
         out["epoch_s"] = float(history.train_time_s.sum())
-        out["clips"] = int(sum(1 for _ in open(root / "train_label.txt")) - 1
-                           + sum(1 for _ in open(root / "val_label.txt")) - 1)
-        out["train_clips"] = int(sum(1 for _ in open(root / "train_label.txt")) - 1)
+        out["train_clips"] = len(read_labels(root / "train_label.txt"))
+        out["clips"] = out["train_clips"] + len(read_labels(root / "val_label.txt"))
     elif stage == "score":
         clips = list_test(root, "testset", "test_template.csv")
         predict_runs([run_name], clips, progress=False)
