@@ -52,9 +52,9 @@ def test_growth_table_exponent_and_flags() -> None:
 
 def test_bench_scale_runs_the_cheapest_stage_at_n_and_4n(source: Path, tmp_path: Path) -> None:
     res = scale.bench_scale(4, ["mel"], source=source, work=tmp_path / "w", out=tmp_path / "out", poll_s=0.2,
-                            overrides={"feature_workers": 1}, log=lambda *_: None)
+                            overrides={"feature_workers": 1}, test_clips=2, log=lambda *_: None)
     (row,) = res["growth"]
-    assert row["stage"] == "mel" and (row["clips_n"], row["clips_4n"]) == (8, 22)
+    assert row["stage"] == "mel" and (row["clips_n"], row["clips_4n"]) == (8, 27)  # 4 + 2 + 2, 16 + 3 + 8
     assert set(row) >= {"s_per_clip_n", "s_per_clip_4n", "exponent", "rss_mib_n", "rss_mib_4n", "rss_ratio",
                         "cache_kb_per_clip", "flags"}
     assert math.isfinite(row["exponent"]) and row["rss_mib_n"] > 0 and row["rss_mib_4n"] > 0

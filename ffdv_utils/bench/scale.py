@@ -5,18 +5,19 @@ outputs folder, and every stage runs on it in a process of its own: mel extracti
 split, as notebook 02), the frozen backbone's embeddings (train and validation clips), one training epoch (03 with
 ``epochs: 1``; its profile part included) and the scoring of the test table (06's ``predict_runs``). The same is
 done at 4N. For each stage: seconds per clip at N and 4N (the stage's own work, timed inside its process after the
-imports), the growth exponent ``log(t4N / tN) / log 4`` of the stage's time (1 = linear), the peak resident memory
-of the stage's whole process tree (polled from ``/proc`` every ``poll_s``; the sum of the processes' RSS, so pages
-shared by forked workers count once per process) and its ratio at 4N, and the bytes the stage added to the cache per
-clip. Stages over the targets (exponent > 1.1, RSS ratio > 1.2) are flagged.
+imports), the growth exponent ``log(t4N / tN) / log(clips4N / clipsN)`` of its time (1 = linear), the peak resident
+memory of the stage's whole process tree (polled from ``/proc`` every ``poll_s``; the sum of the processes' RSS, so
+pages shared by forked workers count once per process) and its ratio at 4N, and the bytes the stage added to the
+cache per clip. Stages over the targets (exponent > 1.1, RSS ratio > 1.2) are flagged.
 
 Then a projection to 250,000 training and 100,000 test clips from the 4N figures: on this machine (measured CPU
 seconds per clip x clips / cores), on a Kaggle GPU box (4 cores and one T4 or P100) and on one H100 box. No GPU was
 measured here: in the GPU rows the embeddings take an assumed GPU throughput (``GPU_ASSUMPTIONS``, stated in the
 output), every other stage is taken as CPU-bound on the box's cores (conservative for the stages a GPU would help).
 
-The test split has N / 5 clips unless ``--test-clips`` says otherwise: scoring reads 64 clips per batch, so its
-memory at N and 4N compares only from 64 test clips at N on. ``--embedding-memory K`` adds the peak RSS of a process
+The test split has max(64, N / 5) clips at N unless ``--test-clips`` says otherwise (4x at 4N): scoring reads 64
+clips per batch, so its memory at N and 4N compares only from 64 test clips at N on (a smaller split shows the batch
+filling up, not growth). ``--embedding-memory K`` adds the peak RSS of a process
 reading K and 4K cached face embeddings, through ``embed_dataset`` and stacked in memory as before (issue 26).
 """
 
@@ -50,6 +51,7 @@ GPU_ASSUMPTIONS: dict[str, dict[str, Any]] = {
 }
 # a Kaggle session's disk as its status panel shows it (20 GB of it /kaggle/working): reported, not verified here
 KAGGLE_DISK_GB = 73.0
+SCORE_BATCH = 64  # clips per batch of inference.score.predict_clips: the default test split holds at least one batch
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -524,8 +526,8 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
         out: Write ``scale.json`` and ``growth.csv`` / ``projection.csv`` here.
         embedding_memory_n: Also measure the peak RSS of reading this many and 4x as many cached face embeddings,
             streamed and stacked in memory (``embedding_memory``; 0: skip).
-        test_clips: Test clips of the small root (4x in the large one; default n // 5). Scoring reads 64 clips per
-            batch, so its memory is comparable between the sizes only from 64 test clips on.
+        test_clips: Test clips of the small root (4x in the large one; default max(``SCORE_BATCH``, n // 5)).
+            Scoring reads 64 clips per batch, so its memory is comparable between the sizes only from 64 on.
         log: Where progress lines go.
     """
     from ..core.paths import params_dir
@@ -534,6 +536,8 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; use {', '.join(STAGES)}")
     stages = [s for s in STAGES if s in stages]
+    if test_clips is None:
+        test_clips = max(SCORE_BATCH, n // 5)
     preset = str(preset) if preset else str(params_dir() / "best.yaml")
     overrides = dict(overrides or {})
     tmp = None

@@ -328,7 +328,7 @@ def _add_scale(bench_sub: Any) -> None:
     p.add_argument("--work", default=None, help="keep roots, caches and outputs here (default: a temporary folder)")
     p.add_argument("--out", default=None, help="write scale.json, growth.csv, projection.csv here")
     p.add_argument("--poll", type=float, default=0.5, help="seconds between memory polls (default 0.5)")
-    p.add_argument("--test-clips", type=int, default=None, help="test clips at N (4x at 4N; default N // 5)")
+    p.add_argument("--test-clips", type=int, default=None, help="test clips at N (4x at 4N; default max(64, N // 5))")
     p.add_argument("--embedding-memory", type=int, default=0, metavar="K",
                    help="also the peak RSS of reading K and 4K cached face embeddings, streamed and stacked")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
