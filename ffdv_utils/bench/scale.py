@@ -37,6 +37,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
+
+from ..core.config import load_params
+from ..core.files import atomic_write
+from ..core.paths import params_dir
+from ..core.schema import notebook_defaults
+from ..data.labels import clips_for_splits, read_labels
+from ..features.cache import entry_file
+from ..features.clips import clip_features
+from ..sample_data.generate import make_sample_dataset
 
 STAGES = ("mel", "faces", "embeddings", "train", "score")
 EXPONENT_TARGET = 1.1  # a stage's time may grow at most as N^1.1 between N and 4N
@@ -68,8 +78,6 @@ def make_root(source: Path, dest: Path, n: int, seed: int = 0, n_test: int | Non
     Returns:
         The number of clips per split.
     """
-    from ..data.labels import read_labels
-
     pool = []
     for split, folder in (("train_label.txt", "trainset"), ("val_label.txt", "valset")):
         if (source / split).is_file():
@@ -103,8 +111,6 @@ def make_root(source: Path, dest: Path, n: int, seed: int = 0, n_test: int | Non
 
 def sample_source(folder: Path, n: int = 24, seed: int = 0, progress: bool = False) -> Path:
     """The data root of a small sample dataset in ``folder`` (generated once, reused next time)."""
-    from ..sample_data.generate import make_sample_dataset
-
     data = folder / "data"
     if not (data / "train_label.txt").is_file():
         make_sample_dataset(folder, n=n, seed=seed, progress=progress)
@@ -202,9 +208,6 @@ def folder_bytes(folder: Path) -> int:
 def stage_params(root: Path, preset: str | os.PathLike | None, run_name: str,
                  overrides: Mapping[str, Any] | None = None) -> dict:
     """03's parameters from ``preset`` for the data root ``root`` (one epoch; the test table of ``make_root``)."""
-    from ..core.config import load_params
-    from ..core.schema import notebook_defaults
-
     over = {"data_root": str(root), "run_name": run_name, "epochs": 1, "test_template": "test_template.csv",
             "test_dir": "testset", **(overrides or {})}
     return load_params([preset] if preset else [], over, base=notebook_defaults("03_train"))
@@ -212,76 +215,50 @@ def stage_params(root: Path, preset: str | os.PathLike | None, run_name: str,
 
 def run_stage(stage: str, root: Path, preset: str | None, run_name: str,
               overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Runs one stage on the data root ``root`` in this process; its work's wall and CPU seconds, clips processed.
-
-    The cache and outputs folders are this process's ($FFDV_CACHE, $FFDV_OUTPUTS). Imports come before the clock.
+    """Runs an extraction stage (``mel`` or ``faces``) on the data root ``root`` in this process, which holds what
+    notebook 02 imports and no more (no torch; the other stages run in ``bench.scale_stages``); its work's wall and
+    CPU seconds and the clips processed. The cache is this process's ($FFDV_CACHE).
     """
-    import pandas as pd
-
-    if stage in ("mel", "faces"):  # what notebook 02 imports, no more (the other stages hold torch and the models)
-        from ..data.labels import clips_for_splits
-        from ..features.clips import clip_features
-    else:
-        from ..core.runs import start_run
-        from ..data.labels import list_test, read_labels
-        from ..features.batches import clip_datasets
-        from ..features.embeddings import attach_embeddings
-        from ..inference.score import predict_runs
-        from ..models.registry import create_model, model_inputs
-        from ..training.loop import fit
-
+    if stage not in ("mel", "faces"):
+        raise ValueError(f"{stage!r} is not an extraction stage (mel, faces); the others are in bench.scale_stages")
     p = stage_params(root, preset, run_name, overrides)
     c0, t0 = os.times(), time.perf_counter()
-    out: dict[str, Any] = {"stage": stage, "cpu_before_work_s": c0.user + c0.system}
-    if stage in ("mel", "faces"):
-        clips = clips_for_splits(root, ("train", "val", "test"), "testset", "test_template.csv")
-        clips = clips[clips.exists].reset_index(drop=True)
-        clip_features(p, clips, ["mel" if stage == "mel" else "faces"], progress=False)
-        out["clips"] = len(clips)
-    elif stage == "embeddings":
-        model = create_model(p)
-        train_ds, val_ds = clip_datasets(p, model_inputs(model), progress=False)
-        attach_embeddings(model, p, [train_ds, val_ds], progress=False)
-        out["clips"] = len(train_ds) + len(val_ds)
-    elif stage == "train":
-        run = start_run(p, "03_train")
-        fit(p, run)
-        history = pd.read_csv(run.path("history.csv"))
-        out["epoch_s"] = float(history.train_time_s.sum())
-        out["train_clips"] = len(read_labels(root / "train_label.txt"))
-        out["clips"] = out["train_clips"] + len(read_labels(root / "val_label.txt"))
-    elif stage == "score":
-        clips = list_test(root, "testset", "test_template.csv")
-        predict_runs([run_name], clips, progress=False)
-        out["clips"] = len(clips)
-    else:
-        raise ValueError(f"unknown stage {stage!r}; use {', '.join(STAGES)}")
+    clips = clips_for_splits(root, ("train", "val", "test"), "testset", "test_template.csv")
+    clips = clips[clips.exists].reset_index(drop=True)
+    clip_features(p, clips, [stage], progress=False)
+    return stage_figures({"stage": stage, "clips": len(clips)}, c0, t0)
+
+
+def stage_figures(out: dict[str, Any], c0: Any, t0: float) -> dict[str, Any]:
+    """``out`` with the work's wall seconds since ``t0``, CPU seconds since ``c0`` (``os.times()``), and this
+    process's own CPU at the start and the end (the parent subtracts the imports from the tree's CPU)."""
     c1 = os.times()
-    out["seconds"] = time.perf_counter() - t0
-    out["cpu_s"] = sum(c1[:4]) - sum(c0[:4])
-    out["cpu_after_work_s"] = c1.user + c1.system
+    out.update(seconds=time.perf_counter() - t0, cpu_s=sum(c1[:4]) - sum(c0[:4]),
+               cpu_before_work_s=c0.user + c0.system, cpu_after_work_s=c1.user + c1.system)
     return out
 
 
 def stage_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ffdv_utils.bench.scale STAGE --root DIR --run NAME [--preset FILE] [--set JSON]``: one stage,
-    its figures as one JSON line on stdout (the last line). ``stack --root DIR --n N [--legacy]``: the memory of
-    reading N cached embeddings (``embedding_memory``)."""
+    """``python -m ffdv_utils.bench.scale mel|faces --root DIR --run NAME [--preset FILE] [--set JSON]``: one
+    extraction stage, its figures as one JSON line on stdout (the last line)."""
     ap = argparse.ArgumentParser(prog="ffdv_utils.bench.scale")
-    ap.add_argument("stage", choices=(*STAGES, "stack"))
+    ap.add_argument("stage", choices=("mel", "faces"))
     ap.add_argument("--root", required=True, type=Path)
     ap.add_argument("--run", default="scale")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--set", default="{}", help="parameter overrides as JSON")
-    ap.add_argument("--n", type=int, default=0, help="stack: entries to read")
-    ap.add_argument("--legacy", action="store_true", help="stack: every entry loaded and stacked in memory")
     args = ap.parse_args(argv)
-    if args.stage == "stack":
-        res = read_embeddings(args.root, args.n, args.legacy)
-    else:
-        res = run_stage(args.stage, args.root, args.preset, args.run, json.loads(args.set))
-    print(json.dumps(res), flush=True)
+    print(json.dumps(run_stage(args.stage, args.root, args.preset, args.run, json.loads(args.set))), flush=True)
     return 0
+
+
+def stage_command(stage: str) -> list[str]:
+    """The command line that runs ``stage`` in a fresh interpreter: ``stage_main`` here for the extraction stages
+    (free of torch), ``bench.scale_stages.main`` for the others. Through ``python -c``, not ``-m``: a worker that
+    multiprocessing spawns re-imports the main module, and these modules import more than a worker needs."""
+    module, func = ("scale", "stage_main") if stage in ("mel", "faces") else ("scale_stages", "main")
+    return [sys.executable, "-c", f"import sys; from ffdv_utils.bench.{module} import {func}; "
+                                  f"sys.exit({func}(sys.argv[1:]))", stage]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,44 +267,19 @@ def stage_main(argv: Sequence[str] | None = None) -> int:
 EMBEDDING_SHAPE = (8, 1280)  # one clip's face embeddings: 8 frames of EfficientNet-Lite0 features, float16 (20 KB)
 
 
-def _entry_names(n: int) -> list[str]:
+def entry_names(n: int) -> list[str]:
+    """The clip names of ``write_entries``."""
     return [f"clip{i:07d}.mp4" for i in range(n)]
 
 
 def write_entries(folder: Path, n: int, shape: tuple[int, ...] = EMBEDDING_SHAPE) -> None:
     """``n`` cached embedding entries (float16, ``shape``) in the layout of ``features.embeddings``."""
-    from ..features.cache import entry_file
-
     rng = np.random.default_rng(0)
-    for name in _entry_names(n):
+    for name in entry_names(n):
         path = folder / "entries" / entry_file(name, ".npy")
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             np.save(path, rng.standard_normal(shape).astype(np.float16))
-
-
-def read_embeddings(folder: Path, n: int, legacy: bool = False) -> dict[str, Any]:
-    """In this process: the first ``n`` entries of ``folder`` through ``embed_dataset`` (a memory-mapped stack), or
-    with ``legacy`` loaded and stacked in memory as before issue 26; seconds and this process's peak RSS (VmHWM)."""
-    import torch
-
-    from ..features.batches import ClipDataset
-    from ..features.cache import entry_file
-    from ..features.embeddings import embed_dataset
-    from .extraction import peak_rss_mib
-
-    names = _entry_names(n)
-    ds = ClipDataset(names, np.zeros(n, np.float32))
-    before = peak_rss_mib()["self"]
-    t0 = time.perf_counter()
-    if legacy:
-        arr = np.stack([np.load(folder / "entries" / entry_file(x, ".npy")) for x in names])
-    else:
-        arr = embed_dataset(ds, "faces", torch.nn.Identity(), folder, progress=False)
-    seconds = time.perf_counter() - t0
-    return {"n": n, "legacy": legacy, "seconds": round(seconds, 2), "rss_before_mib": before,
-            "peak_rss_mib": peak_rss_mib()["self"], "stack_mib": round(arr.nbytes / 2 ** 20, 1),
-            "memmap": isinstance(arr, np.memmap)}
 
 
 def embedding_memory(n: int, work: Path, log: Callable[[str], Any] = print) -> list[dict]:
@@ -338,7 +290,7 @@ def embedding_memory(n: int, work: Path, log: Callable[[str], Any] = print) -> l
     rows = []
     for legacy in (False, True):
         for k in (n, 4 * n):
-            cmd = [sys.executable, "-m", "ffdv_utils.bench.scale", "stack", "--root", str(folder), "--n", str(k)]
+            cmd = stage_command("stack") + ["--root", str(folder), "--n", str(k)]
             done = subprocess.run(cmd + ["--legacy"] * legacy, capture_output=True, text=True,
                                   env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
             if done.returncode != 0:
@@ -361,8 +313,6 @@ def measure_size(n: int, work: Path, source: Path, stages: Sequence[str], preset
                  partial: Path | None = None, n_test: int | None = None) -> dict[str, dict]:
     """Builds the N-clip root in ``work`` and runs each stage in a subprocess with a fresh cache; figures per stage
     (also written to ``partial`` after each stage, when given)."""
-    from ..core.files import atomic_write
-
     root = work / f"root-{n}"
     sizes = make_root(source, root, n, n_test=n_test)
     env = {**os.environ, "FFDV_CACHE": str(work / f"cache-{n}"), "FFDV_OUTPUTS": str(work / f"outputs-{n}"),
@@ -371,7 +321,7 @@ def measure_size(n: int, work: Path, source: Path, stages: Sequence[str], preset
     results: dict[str, dict] = {}
     for stage in stages:
         before = folder_bytes(work / f"cache-{n}")
-        cmd = [sys.executable, "-m", "ffdv_utils.bench.scale", stage, "--root", str(root), "--run", f"scale{n}",
+        cmd = stage_command(stage) + ["--root", str(root), "--run", f"scale{n}",
                "--set", json.dumps(dict(overrides))] + (["--preset", str(preset)] if preset else [])
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -530,8 +480,6 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
             Scoring reads 64 clips per batch, so its memory is comparable between the sizes only from 64 on.
         log: Where progress lines go.
     """
-    from ..core.paths import params_dir
-
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; use {', '.join(STAGES)}")
@@ -582,16 +530,11 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
 
 def _preset_epochs(preset: str, overrides: Mapping[str, Any]) -> int:
     """The preset's own number of epochs (the stages run one)."""
-    from ..core.config import load_params
-    from ..core.schema import notebook_defaults
-
     return int(load_params([preset], dict(overrides), base=notebook_defaults("03_train")).get("epochs") or 1)
 
 
 def _write_outputs(out: Path, result: Mapping[str, Any]) -> None:
     import pandas as pd
-
-    from ..core.files import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "scale.json", json.dumps(result, indent=1, default=str))
