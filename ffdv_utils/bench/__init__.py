@@ -1,2 +1,2 @@
-"""Benchmarks (``python -m ffdv_utils bench extraction|train``); nothing else imports them.
+"""Benchmarks (``python -m ffdv_utils bench extraction|embeddings|train|scale``); nothing else imports them.
 """

@@ -1,7 +1,7 @@
 """``python -m ffdv_utils <command>``: the workspace from a terminal or a Kaggle cell. Every argparse parser lives here.
 
 Commands: demo, pipeline, params, kernel, sample-data, extract, train, score, submission (score, merge), probe, cache
-(report, prune), bench (extraction, train, api), kaggle (stage, push, check).
+(report, prune), bench (extraction, train, api, scale), kaggle (stage, push, check).
 
 Imports of the stages are lazy (inside each command), on purpose: ``sample-data`` and ``bench extraction`` must not
 import torch (about 1 GB and seconds per process, inherited by every forked feature worker), so only the light
@@ -488,6 +488,37 @@ def _add_api(bench_sub: Any) -> None:
     p.set_defaults(func=_api_cmd)
 
 
+def _scale_cmd(args: argparse.Namespace) -> int:
+    from ..bench.scale import bench_scale
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    overrides = {k: parse_value(v) for k, v in args.param}
+    result = bench_scale(args.n, stages, args.preset, args.source, work=args.work, overrides=overrides,
+                         poll_s=args.poll, out=args.out, embedding_memory_n=args.embedding_memory,
+                         test_clips=args.test_clips)
+    print(json.dumps({"growth": result["growth"], "projection_totals_h": result["projection"]["totals"],
+                      "projection_disk_gb": result["projection"]["disk_gb"]}, sort_keys=True))
+    return 0
+
+
+def _add_scale(bench_sub: Any) -> None:
+    p = bench_sub.add_parser("scale", help="per-stage cost and peak memory at N and 4N clips, growth exponents, "
+                             "projection to 250,000 + 100,000 clips")
+    p.add_argument("--n", type=int, default=100, help="training clips of the small root (default 100; 4N = 400)")
+    p.add_argument("--stages", default="mel,faces,embeddings,train,score", help="comma-separated stages")
+    p.add_argument("--preset", default=None, help="parameter file (default params/best.yaml)")
+    p.add_argument("--source", default=None, help="data root whose clips are linked (default: a generated sample)")
+    p.add_argument("--work", default=None, help="keep roots, caches and outputs here (default: a temporary folder)")
+    p.add_argument("--out", default=None, help="write scale.json, growth.csv, projection.csv here")
+    p.add_argument("--poll", type=float, default=0.5, help="seconds between memory polls (default 0.5)")
+    p.add_argument("--test-clips", type=int, default=None, help="test clips at N (4x at 4N; default max(64, N // 5))")
+    p.add_argument("--embedding-memory", type=int, default=0, metavar="K",
+                   help="also the peak RSS of reading K and 4K cached face embeddings, streamed and stacked")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a parameter override for every stage (value read as YAML)")
+    p.set_defaults(func=_scale_cmd)
+
+
 def add_bench_parser(subparsers: Any) -> None:
     """Adds ``bench extraction``, ``bench embeddings``, ``bench train`` and ``bench api`` to the CLI's subparsers."""
     p = subparsers.add_parser("bench", help="benchmarks: bench extraction, bench embeddings, bench train, bench api")
@@ -496,6 +527,7 @@ def add_bench_parser(subparsers: Any) -> None:
     _add_embeddings(bench_sub)
     add_bench_train_parser(bench_sub)
     _add_api(bench_sub)
+    _add_scale(bench_sub)
 
 
 def _compile_arg(value: str) -> Any:

@@ -177,11 +177,15 @@ class ClipDataset(Dataset):
         ref = _memmap_ref(self.mels)
         if ref is not None:
             state["mels"] = ref
+        # so are the stacks of cached embeddings (features.embeddings.embedding_stack)
+        state["embeddings"] = {k: _memmap_ref(v) or v for k, v in self.embeddings.items()}
         return state
 
     def __setstate__(self, state: dict) -> None:
         if isinstance(state.get("mels"), _MemmapRef):
             state["mels"] = state["mels"].open()
+        state["embeddings"] = {k: v.open() if isinstance(v, _MemmapRef) else v
+                               for k, v in state.get("embeddings", {}).items()}
         self.__dict__.update(state)
 
 

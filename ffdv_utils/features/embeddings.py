@@ -8,6 +8,8 @@ it in seconds (the CPU path; full fine-tuning stays the GPU path). A folder per 
         params.json            what the hash was taken of: the source feature folder (mel-... / faces-...), the
                                image size, the backbone's class and the sha1 of its weights, its input scaling
         entries/<2 hex>/<name>.npy   float16, (C,) for a mel image, (T, C) for a clip's face crops
+        stacks/stack-<hash>.npy      float16 (N, ...): the entries of one list of clips, in its order, written once
+                                     and read memory-mapped (``embedding_stack``; the most recent few kept)
 
 The key holds a digest of the backbone's actual weights (not only where they came from), so any change of weights,
 file or mapping reads as a new folder, never as a stale entry. Entries are written atomically (``core.files``): a
@@ -15,6 +17,13 @@ run killed midway keeps every finished clip. The embedding of a clip is exactly 
 the batch the loader would hand it (``prepare_batch``: the same uint8 -> float path), so a model trained on cached
 embeddings scores a raw clip through its backbone with the same numbers (up to float16 rounding; a test checks it).
 Pseudo-fakes of real training clips have their own cached embeddings (``PseudoEmbeddings``).
+
+``embed_dataset`` never holds every clip's embedding in memory: the entries are copied into a stack file chunk by
+chunk (a few MB at a time, whatever the number of clips) and the stack is returned memory-mapped, so a dataset of
+250,000 clips costs its rows as they are read, not 11 GB up front. The stack's name is a digest of the clip names
+and of each entry file's identity (inode, size, modification time), so an entry recomputed later (a rewritten file)
+never reads from an old stack. The ``STACKS_KEPT`` most recently used stacks of a folder are kept, older ones
+removed (each list of clips and each recomputed entry makes a new one).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -30,7 +40,7 @@ import torch
 from torch import nn
 
 from ..core.config import params_hash
-from ..core.files import atomic_write
+from ..core.files import atomic_path, atomic_write
 from ..core.paths import cache_dir
 from ..core.progress import progress_bar
 from .batches import ClipDataset, prepare_batch
@@ -38,6 +48,8 @@ from .cache import entry_file
 from .clips import cache_folder
 
 EMBEDDING_KEYS = {"mel": "mel_emb", "faces": "face_emb"}  # batch key of each input's embedding
+STACK_CHUNK_BYTES = 16 << 20  # what embedding_stack holds in memory at once while writing a stack
+STACKS_KEPT = 8  # stacks kept per embedding folder, the most recently used (train, val, a few protocol splits)
 
 
 def weights_digest(module: nn.Module) -> str:
@@ -94,7 +106,8 @@ def embed_dataset(ds: ClipDataset, kind: str, backbone: nn.Module, folder: Path,
                   batch_size: int = 32, progress: bool = True) -> np.ndarray:
     """The embeddings of every clip of ``ds`` (float16, (N, C) or (N, T, C)), computing the missing ones.
 
-    ``backbone`` must be frozen and is run in eval mode; its mode is restored afterwards.
+    ``backbone`` must be frozen and is run in eval mode; its mode is restored afterwards. The result is a read-only
+    memory map of the clips' stack (``embedding_stack``), never every row in memory at once.
     """
     device = torch.device(device)
     paths = [folder / "entries" / entry_file(n, ".npy") for n in ds.names]
@@ -111,9 +124,77 @@ def embed_dataset(ds: ClipDataset, kind: str, backbone: nn.Module, folder: Path,
                     _save(paths[i], e)
                 bar.update(len(rows))
         backbone.train(was_training)
-    if not paths:
+    return embedding_stack(folder, list(ds.names), paths)
+
+
+def embedding_stack(folder: Path, names: Sequence[str], paths: Sequence[Path],
+                    chunk_bytes: int | None = None) -> np.ndarray:
+    """The entries ``paths`` (one per name, all present) as one read-only memory-mapped float16 stack (N, ...).
+
+    Written once to ``folder/stacks/stack-<hash>.npy`` (atomically: a killed run leaves no half stack), the hash
+    taken of the names and of each entry file's inode, size and modification time, so a recomputed entry makes a
+    new stack. The entries are copied in chunks of about ``chunk_bytes`` through ordinary file writes, so memory
+    stays flat in N (the pages written go to the page cache, not to this process); reading it back maps the file.
+
+    Args:
+        folder: The embedding folder (``embedding_folder``).
+        names: Clip names, in the order of the rows.
+        paths: Their entry files (``folder/entries/...``).
+        chunk_bytes: Rows copied per write, in bytes (default ``STACK_CHUNK_BYTES``).
+
+    Returns:
+        Read-only memmap (N, C) or (N, T, C) float16; an empty float16 array when there are no names.
+    """
+    if not len(paths):
         return np.zeros((0,), np.float16)
-    return np.stack([np.load(p) for p in paths])
+    h = hashlib.sha1()
+    for name, path in zip(names, paths):
+        st = os.stat(path)
+        h.update(f"{name}\0{st.st_ino}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8"))
+    stack = folder / "stacks" / f"stack-{h.hexdigest()[:16]}.npy"
+    if stack.is_file():
+        try:
+            os.utime(stack)  # recently used: kept by the bound below
+        except OSError:
+            pass
+        return np.load(stack, mmap_mode="r")
+    first = np.load(paths[0])
+    chunk_bytes = STACK_CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
+    row_shape, rows_per_chunk = first.shape, max(1, chunk_bytes // max(1, first.nbytes))
+    with atomic_path(stack, ".tmp.npy") as tmp:
+        # the header (and the file's full size) from numpy, then the rows written chunk by chunk after it
+        head = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(paths), *row_shape))
+        offset = head.offset
+        del head
+        with open(tmp, "r+b") as fh:
+            fh.seek(offset)
+            for start in range(0, len(paths), rows_per_chunk):
+                part = paths[start:start + rows_per_chunk]
+                chunk = np.empty((len(part), *row_shape), np.float16)
+                for j, p in enumerate(part):
+                    e = np.load(p)
+                    if e.shape != row_shape:
+                        raise ValueError(f"{p}: embedding of shape {e.shape}, the stack's rows are {row_shape}")
+                    chunk[j] = e
+                fh.write(chunk.tobytes())
+    out = np.load(stack, mmap_mode="r")
+    _drop_old_stacks(stack.parent, keep=stack)
+    return out
+
+
+def _drop_old_stacks(stacks: Path, keep: Path) -> None:
+    """Removes all but the ``STACKS_KEPT`` most recently used stacks of a folder (never ``keep``): each distinct list
+    of clips, and each recomputed entry, makes a new stack, and the superseded ones would otherwise stay forever. A
+    process that still maps a removed stack keeps reading it (the file goes when the last mapping closes)."""
+    found = []
+    for p in stacks.glob("stack-*.npy"):
+        try:
+            found.append((p.stat().st_mtime_ns, p))
+        except OSError:
+            continue
+    for _, p in sorted(found, reverse=True)[STACKS_KEPT:]:
+        if p != keep:
+            p.unlink(missing_ok=True)
 
 
 def attach_embeddings(model: nn.Module, params: Mapping[str, Any], datasets: Sequence[ClipDataset],
