@@ -299,3 +299,18 @@ def test_mel_entries_stored_as_png_read_back_exactly_and_keep_raw_keys(tmp_path:
         assert np.load(stores["png"].path(name)).ndim == 1  # PNG bytes inside the .npy
     np.testing.assert_array_equal(stores["png"].packed(clips.video_name, 64, 64),
                                   stores["raw"].packed(clips.video_name, 64, 64))
+
+
+def test_embedding_stacks_count_as_stacks_rebuilt_on_demand(tmp_path: Path) -> None:
+    """An embedding folder's ``stacks/`` (streamed embeddings, features.embeddings) is reported with the packed
+    stacks, not as entries, so ``cache`` shows what ``prune`` can take back."""
+    folder = tmp_path / "emb-faces-0123456789ab"
+    (folder / "entries" / "aa").mkdir(parents=True)
+    (folder / "stacks").mkdir()
+    (folder / "params.json").write_text(json.dumps({"kind": "faces", "source": "faces-x"}))
+    np.save(folder / "entries" / "aa" / "c.npy", np.zeros((8, 16), np.float16))
+    np.save(folder / "stacks" / "stack-00.npy", np.zeros((100, 8, 16), np.float16))
+    [row] = cache_report(tmp_path).to_dict("records")
+    assert row["packed_stacks"] == 1
+    assert row["packed_bytes"] == (folder / "stacks" / "stack-00.npy").stat().st_size
+    assert row["entry_bytes"] < row["packed_bytes"]

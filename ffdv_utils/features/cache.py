@@ -287,10 +287,11 @@ class MelStore(_Store):
 
 
 def packed_files(folder: str | os.PathLike) -> list[Path]:
-    """The packed stacks (``packed-<hash>.npy``) of a ``packed/`` folder, most recently used first."""
+    """The packed stacks of a ``packed/`` folder (``packed-<hash>.npy``) or of an embedding folder's ``stacks/``
+    (``stack-<hash>.npy``, features.embeddings), most recently used first."""
     stacks = []
     for entry in os.scandir(folder) if Path(folder).is_dir() else ():
-        if entry.name.startswith("packed-") and entry.name.endswith(".npy"):
+        if entry.name.startswith(("packed-", "stack-")) and entry.name.endswith(".npy"):
             try:
                 stacks.append((entry.stat().st_mtime_ns, entry.name, Path(entry.path)))
             except FileNotFoundError:

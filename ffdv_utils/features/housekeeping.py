@@ -157,6 +157,10 @@ def cache_folders(root: str | os.PathLike | None = None) -> list[tuple[str, Path
     return out
 
 
+# where a cache folder keeps stacks rebuilt on demand: mel packed stacks, embedding stacks (features.embeddings)
+STACK_DIRS = ("packed", "stacks")
+
+
 def cache_report(root: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per cache folder (REPORT_COLUMNS): its kind, key, a parameter summary, clips (manifest rows, or
     entry files where a folder has no manifest) by status, bytes outside and inside ``packed/``, and its last use
@@ -166,8 +170,8 @@ def cache_report(root: str | os.PathLike | None = None) -> pd.DataFrame:
     for kind, folder in cache_folders(root):
         params = _read_params(folder)
         _, total, newest = _walk(folder)
-        stacks = packed_files(folder / "packed")
-        _, packed_bytes, _ = _walk(folder / "packed") if stacks or (folder / "packed").is_dir() else (0, 0, 0.0)
+        stacks = [f for sub in STACK_DIRS for f in packed_files(folder / sub)]
+        packed_bytes = sum(_walk(folder / sub)[1] for sub in STACK_DIRS if (folder / sub).is_dir())
         counts: dict[str, int] = {}
         rows_read = read_manifest(folder)
         if rows_read:
@@ -316,7 +320,7 @@ def prune(root: str | os.PathLike | None = None, yes: bool = False, older_than_d
     for folder in report.folder:
         if folder in gone:
             continue
-        for stack in packed_files(root / folder / "packed"):
+        for stack in (f for sub in STACK_DIRS for f in packed_files(root / folder / sub)):
             try:
                 st = stack.stat()
             except FileNotFoundError:
