@@ -42,7 +42,7 @@ import pandas as pd
 from ..core.config import load_params
 from ..core.files import atomic_write
 from ..core.paths import params_dir
-from ..core.schema import notebook_defaults
+from ..core.schema import FEATURES, TRAINING, notebook_defaults, with_defaults
 from ..data.labels import clips_for_splits, read_labels
 from ..features.cache import entry_file
 from ..features.clips import clip_features
@@ -377,8 +377,9 @@ def projection(large: Mapping[str, dict], params: Mapping[str, Any], cores: int)
     GPU rate (``GPU_ASSUMPTIONS``; images per clip: 1 mel image + ``face_frames`` crops), the rest CPU-bound on
     the box's cores.
     """
-    epochs = int(params.get("epochs") or 1)
-    frames = int(params.get("face_frames") or 8)
+    resolved = with_defaults(params, FEATURES, TRAINING)
+    epochs = max(1, int(resolved["epochs"]))
+    frames = int(resolved["face_frames"])
     counts = {"mel": PROJECT_TRAIN + PROJECT_TEST, "faces": PROJECT_TRAIN + PROJECT_TEST,
               "embeddings": PROJECT_TRAIN, "train": PROJECT_TRAIN, "score": PROJECT_TEST}
 
@@ -530,7 +531,8 @@ def bench_scale(n: int = 100, stages: Sequence[str] = STAGES, preset: str | os.P
 
 def _preset_epochs(preset: str, overrides: Mapping[str, Any]) -> int:
     """The preset's own number of epochs (the stages run one)."""
-    return int(load_params([preset], dict(overrides), base=notebook_defaults("03_train")).get("epochs") or 1)
+    loaded = load_params([preset], dict(overrides), base=notebook_defaults("03_train"))
+    return max(1, int(with_defaults(loaded, TRAINING)["epochs"]))
 
 
 def _write_outputs(out: Path, result: Mapping[str, Any]) -> None:
