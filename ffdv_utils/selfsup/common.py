@@ -207,6 +207,23 @@ def fill_missing(scores: np.ndarray) -> np.ndarray:
     return s
 
 
+def windowed_files(files: Iterable[Path | None], windows: Callable[[int], int],
+                   failures: Sequence[tuple[str, str]]) -> tuple[list[Path], list[int]]:
+    """The cached files (``None``: failed) that hold at least one training window, and how many each holds
+    (``windows(rows of the file)``); ValueError naming the first failures when none does."""
+    keep, counts = [], []
+    for f in files:
+        if f is None:
+            continue
+        n = windows(np.load(f, mmap_mode="r").shape[0])
+        if n > 0:
+            keep.append(f)
+            counts.append(n)
+    if not keep:
+        raise ValueError(f"no training clip is long enough or readable: {failures[:3]}")
+    return keep, counts
+
+
 class SelfSupModel:
     """A trained self-supervised scorer: a network, its config, and what it needs to preprocess clips.
 
@@ -236,6 +253,22 @@ class SelfSupModel:
     @classmethod
     def _fit(cls, paths: Sequence[Path], p: dict[str, Any]) -> SelfSupModel:
         raise NotImplementedError
+
+    # --- shared by the subclasses' _fit ---------------------------------------------------------------------------
+    @classmethod
+    def train_windows(cls, files: Sequence[Path], counts: Sequence[int], take: Callable[..., Any],
+                      loss_fn: Callable[[nn.Module, Any], torch.Tensor], p: dict[str, Any],
+                      failures: list[tuple[str, str]]) -> SelfSupModel:
+        """A model of this class trained (``train_net``) on the windows of ``files`` (``counts`` per file, each made
+        by ``take``), with the failures of preprocessing and the training history recorded."""
+        data = WindowSet(files, counts, take, seed=int(p["seed"]), length=max(sum(counts), int(p["batch_size"])))
+        model = cls({k: v for k, v in p.items() if k != "device"})
+        model.net.to(device_of(p["device"]))
+        log = (lambda m: print(f"  [{cls.kind}] {m}", flush=True)) if p["progress"] else None
+        losses = train_net(model.net, data, loss_fn, p, log)
+        model.failures = failures
+        model.history = {"loss": losses, "clips": len(files), "windows": int(sum(counts))}
+        return model
 
     # --- the interface --------------------------------------------------------------------------------------------
     @classmethod

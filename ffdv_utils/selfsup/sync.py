@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .avruns import AV_DEFAULTS, av_cache, split_row
-from .common import COMMON_DEFAULTS, SelfSupModel, WindowSet, device_of, train_net
+from .common import COMMON_DEFAULTS, SelfSupModel, windowed_files
 
 __all__ = ["SyncModel", "SYNC_DEFAULTS", "fit", "SyncNet"]
 
@@ -119,27 +119,11 @@ class SyncModel(SelfSupModel):
     def _fit(cls, paths: Sequence[Path], p: dict[str, Any]) -> SyncModel:
         cache = av_cache(p)
         files, failures = cache.build(paths, workers=int(p["prep_workers"]), progress=bool(p["progress"]))
-        keep, counts = [], []
-        for f in files:
-            if f is None:
-                continue
-            n = len(_windows(np.load(f, mmap_mode="r").shape[0], p["span"], p["max_offset"]))
-            if n:
-                keep.append(f)
-                counts.append(n)
-        if not keep:
-            raise ValueError(f"no training clip is long enough or readable: {failures[:3]}")
+        keep, counts = windowed_files(files, lambda rows: len(_windows(rows, p["span"], p["max_offset"])), failures)
         prep = {k: p[k] for k in ("crop", "sr", "hop", "fps", "n_mels", "span", "max_offset")}
-        data = WindowSet(keep, counts, partial(_take, p=prep), seed=int(p["seed"]),
-                         length=max(sum(counts), int(p["batch_size"])))
-        model = cls({k: v for k, v in p.items() if k != "device"})
-        model.net.to(device_of(p["device"]))
-        log = (lambda m: print(f"  [sync] {m}", flush=True)) if p["progress"] else None
-        losses = train_net(model.net, data, partial(_loss, temperature=float(p["temperature"]),
-                                                    target=int(p["max_offset"])), p, log)
-        model.failures = failures
-        model.history = {"loss": losses, "clips": len(keep), "windows": int(sum(counts))}
-        return model
+        return cls.train_windows(keep, counts, partial(_take, p=prep),
+                                 partial(_loss, temperature=float(p["temperature"]), target=int(p["max_offset"])),
+                                 p, failures)
 
     def offset_probs(self, entry: np.ndarray, batch: int = 64) -> np.ndarray:
         """(windows, 2 max_offset + 1) softmax over the candidate offsets of one clip's scored windows."""

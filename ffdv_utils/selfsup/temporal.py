@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .avruns import AV_DEFAULTS, av_cache, split_row
-from .common import COMMON_DEFAULTS, SelfSupModel, WindowSet, device_of, train_net
+from .common import COMMON_DEFAULTS, SelfSupModel, windowed_files
 
 __all__ = ["TemporalModel", "TEMPORAL_DEFAULTS", "DISTURBANCES", "disturb", "fit"]
 
@@ -144,26 +144,9 @@ class TemporalModel(SelfSupModel):
     @classmethod
     def _fit(cls, paths: Sequence[Path], p: dict[str, Any]) -> TemporalModel:
         files, failures = av_cache(p).build(paths, workers=int(p["prep_workers"]), progress=bool(p["progress"]))
-        keep, counts = [], []
-        for f in files:
-            if f is None:
-                continue
-            n = np.load(f, mmap_mode="r").shape[0] - 2 * p["length"]
-            if n > 0:
-                keep.append(f)
-                counts.append(n)
-        if not keep:
-            raise ValueError(f"no training clip is long enough or readable: {failures[:3]}")
+        keep, counts = windowed_files(files, lambda rows: rows - 2 * p["length"], failures)
         prep = {k: p[k] for k in ("crop", "sr", "hop", "fps", "n_mels", "length", "jitter")}
-        data = WindowSet(keep, counts, partial(_take, p=prep), seed=int(p["seed"]),
-                         length=max(sum(counts), int(p["batch_size"])))
-        model = cls({k: v for k, v in p.items() if k != "device"})
-        model.net.to(device_of(p["device"]))
-        log = (lambda m: print(f"  [temporal] {m}", flush=True)) if p["progress"] else None
-        losses = train_net(model.net, data, _loss, p, log)
-        model.failures = failures
-        model.history = {"loss": losses, "clips": len(keep), "windows": int(sum(counts))}
-        return model
+        return cls.train_windows(keep, counts, partial(_take, p=prep), _loss, p, failures)
 
     def run_probs(self, entry: np.ndarray) -> np.ndarray:
         c = self.config

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..media.decode import load_audio
-from .common import COMMON_DEFAULTS, ClipCache, SelfSupModel, WindowSet, device_of, train_net
+from .common import COMMON_DEFAULTS, ClipCache, SelfSupModel
 from .vocoders import available_vocoders, codec_roundtrip, resynthesise
 
 __all__ = ["VoiceModel", "VOICE_DEFAULTS", "fit", "log_spectrogram", "speech_windows", "SpecCNN"]
@@ -218,16 +218,7 @@ class VoiceModel(SelfSupModel):
         if not keep:
             raise ValueError(f"no training clip could be read: {failures[:3]}")
         counts = [np.load(f, mmap_mode="r").shape[1] for f in keep]
-        data = WindowSet(keep, counts, partial(_take_train, win=int(p["win"])), seed=int(p["seed"]),
-                         length=max(sum(counts), int(p["batch_size"])))
-        config = {k: v for k, v in p.items() if k != "device"}
-        model = cls(config)
-        model.net.to(device_of(p["device"]))
-        log = (lambda m: print(f"  [voice] {m}", flush=True)) if p["progress"] else None
-        losses = train_net(model.net, data, _loss, p, log)
-        model.failures = failures
-        model.history = {"loss": losses, "clips": len(keep), "windows": int(sum(counts))}
-        return model
+        return cls.train_windows(keep, counts, partial(_take_train, win=int(p["win"])), _loss, p, failures)
 
     def window_probs(self, entry: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.asarray(entry, np.float32)).to(self.device)
